@@ -218,7 +218,7 @@ type Event struct {
 	DataCategories []string `protobuf:"bytes,7,rep,name=data_categories,json=dataCategories,proto3" json:"data_categories,omitempty"`
 	// The purpose, from the vocabulary or in extension form. Required for
 	// collect, use, process, provide, entrust, disclose, transfer abroad,
-	// consent granted and purpose ended.
+	// consent granted, consent withdrawn and purpose ended.
 	Purpose string `protobuf:"bytes,8,opt,name=purpose,proto3" json:"purpose,omitempty"`
 	// The legal basis (PIPL Art. 13), from the vocabulary.
 	LegalBasis string `protobuf:"bytes,9,opt,name=legal_basis,json=legalBasis,proto3" json:"legal_basis,omitempty"`

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/piledger/piledger/api"
+	"github.com/piledger/piledger/crypto"
+	"github.com/piledger/piledger/ledger"
+)
+
+// serveConfig is the effective configuration of `piledger serve`.
+type serveConfig struct {
+	dataDir   string
+	grpcAddr  string
+	httpAddr  string
+	natsURL   string
+	natsCreds string
+	logLevel  string
+	logFormat string
+}
+
+func newServeCmd(getenv func(string) string) *cobra.Command {
+	var cfg serveConfig
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the ledger: gRPC and REST APIs over the log",
+		Long: `Run the ledger until SIGINT or SIGTERM.
+
+With no --nats-url, piledger runs its own NATS server (JetStream, fsync before
+every acknowledgement) with its store under <data>/nats. The key-encryption key
+is <data>/kek; node-local indexes are under <data>/keyring and <data>/index.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(cmd.ErrOrStderr(), cfg.logLevel, cfg.logFormat)
+			if err != nil {
+				return usageError(err)
+			}
+			return serve(cmd.Context(), cfg, logger)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.dataDir, "data", "./data", "data directory")
+	f.StringVar(&cfg.grpcAddr, "grpc-addr", api.DefaultGRPCAddr, "gRPC listen address (host:port)")
+	f.StringVar(&cfg.httpAddr, "http-addr", api.DefaultHTTPAddr, "HTTP (REST, /healthz, /openapi.json) listen address (host:port)")
+	f.StringVar(&cfg.natsURL, "nats-url", "", "NATS server URL(s), comma-separated; empty runs an embedded server")
+	f.StringVar(&cfg.natsCreds, "nats-creds", "", "NATS credentials file (.creds) for --nats-url")
+	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
+	withEnv(cmd, getenv, "data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "log-level", "log-format")
+	return cmd
+}
+
+// newLogger returns the process logger, writing to w.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+}
+
+// serve wires the ledger together and runs it until ctx is done:
+//
+//	NATS (embedded or external) → JetStream → KEK → keyring → ledger → api
+//
+// and shuts down in the reverse order: the api stops accepting and finishes
+// in-flight calls, then the ledger drains its pending appends, then the
+// ledger index and the keyring close, then NATS.
+func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error) {
+	dataDir, err := filepath.Abs(cfg.dataDir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+
+	natsDesc := "embedded"
+	var nc *nats.Conn
+	if cfg.natsURL == "" {
+		emb, err := ledger.StartEmbedded(ledger.EmbeddedConfig{StoreDir: filepath.Join(dataDir, "nats")})
+		if err != nil {
+			return err
+		}
+		defer emb.Shutdown()
+		if nc, err = emb.Connect(); err != nil {
+			return err
+		}
+	} else {
+		natsDesc = "external " + redactURLs(cfg.natsURL)
+		opts := []nats.Option{nats.Name("piledger"), nats.MaxReconnects(-1)}
+		if cfg.natsCreds != "" {
+			opts = append(opts, nats.UserCredentials(cfg.natsCreds))
+		}
+		if nc, err = nats.Connect(cfg.natsURL, opts...); err != nil {
+			return fmt.Errorf("connect to NATS at %s: %w", redactURLs(cfg.natsURL), err)
+		}
+	}
+	defer nc.Close()
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	kek, err := crypto.OpenLocalKEK(filepath.Join(dataDir, "kek"))
+	if err != nil {
+		return err
+	}
+	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dataDir, "keyring")})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, keys.Close()) }()
+	led, err := ledger.Open(ctx, js, keys, ledger.Config{IndexDir: filepath.Join(dataDir, "index")})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, led.Close()) }()
+	srv, err := api.New(api.Config{GRPCAddr: cfg.grpcAddr, HTTPAddr: cfg.httpAddr}, led, logger)
+	if err != nil {
+		return err
+	}
+
+	logger.InfoContext(ctx, "piledger serving",
+		slog.String("grpc_addr", srv.GRPCAddr()),
+		slog.String("http_addr", srv.HTTPAddr()),
+		slog.String("data", dataDir),
+		slog.String("nats", natsDesc),
+		slog.Bool("nats_creds", cfg.natsCreds != ""))
+
+	// The ledger's loop gets its own context, canceled only once the api has
+	// stopped: appends still in flight during the api's graceful shutdown need
+	// the loop to complete.
+	ledgerCtx, stopLedger := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLedger()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer stopLedger()
+		return srv.Run(gctx)
+	})
+	g.Go(func() error {
+		err := led.Run(ledgerCtx)
+		switch {
+		case ledgerCtx.Err() == nil:
+			return errors.Join(errors.New("ledger stopped unexpectedly"), err)
+		case err != nil && !errors.Is(err, context.Canceled):
+			return fmt.Errorf("ledger: %w", err)
+		}
+		return nil
+	})
+	err = g.Wait()
+	logger.InfoContext(ctx, "piledger stopped")
+	return err
+}
+
+// redactURLs returns a comma-separated list of NATS URLs without user
+// information (user names, passwords, tokens).
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			p = "nats://" + p
+		}
+		u, err := url.Parse(p)
+		if err != nil {
+			parts[i] = "<unparsable URL>"
+			continue
+		}
+		u.User = nil
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}

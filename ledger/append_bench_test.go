@@ -1,0 +1,199 @@
+package ledger_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
+)
+
+// The append benchmarks measure the whole path — validation, pseudonym,
+// encryption, blocks, JetStream with fsync before every acknowledgement —
+// and report it against raw JetStream publishing of the same envelope bytes
+// measured in the same run:
+//
+//	go test ./ledger -run '^$' -bench 'Append|Raw' -benchtime 5s
+//
+// Metrics: events/s, p50-ms and p99-ms per Append call, and x-raw-async, the
+// ratio to one-message-per-event async publishing with the default (2 min)
+// sync interval, which is JetStream's ceiling without durability.
+
+const benchSubjects = 10_000
+
+func benchRef(i int) string { return fmt.Sprintf("resident-%06d", i%benchSubjects) }
+
+func BenchmarkAppend(b *testing.B) {
+	for _, callers := range []int{1, 16, 64, 512} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			n := startNode(b, filepath.Join(b.TempDir(), "node"))
+			ctx := context.Background()
+			// Create every subject's key first: a steady-state ledger
+			// mostly sees subjects it already knows.
+			for i := 0; i < benchSubjects; i++ {
+				if _, err := n.keys.SealingKey(ctx, n.keys.Pseudonym(benchRef(i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			raw := rawAsyncRate(b)
+			var next atomic.Int64
+			lat := make([][]time.Duration, callers)
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for c := 0; c < callers; c++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := next.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						ev := collectFace(benchRef(int(i)))
+						t0 := time.Now()
+						if _, err := n.l.Append(ctx, []*piledgerv1.Event{ev}); err != nil {
+							b.Error(err)
+							return
+						}
+						lat[c] = append(lat[c], time.Since(t0))
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			rate := float64(b.N) / elapsed.Seconds()
+			all := slices.Concat(lat...)
+			b.ReportMetric(rate, "events/s")
+			b.ReportMetric(percentile(all, 0.50), "p50-ms")
+			b.ReportMetric(percentile(all, 0.99), "p99-ms")
+			b.ReportMetric(rate/raw, "x-raw-async")
+		})
+	}
+}
+
+// BenchmarkRawJetStream publishes the envelope bytes of one sealed event,
+// one message per event, straight to JetStream: with fsync before every
+// acknowledgement (SyncAlways, as the ledger runs) and with the default sync
+// interval.
+func BenchmarkRawJetStream(b *testing.B) {
+	payload := envelopeBytes(b)
+	for _, mode := range []struct {
+		name string
+		sync bool
+	}{{"sync-always", true}, {"async-default-sync", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			js := rawServer(b, mode.sync)
+			b.ResetTimer()
+			start := time.Now()
+			publishAsync(b, js, payload, b.N)
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}
+
+var (
+	rawOnce sync.Once
+	rawRate float64
+)
+
+// rawAsyncRate measures, once per run, raw async publishing of envelope
+// bytes with the default sync interval, in events/s.
+func rawAsyncRate(b *testing.B) float64 {
+	rawOnce.Do(func() {
+		payload := envelopeBytes(b)
+		js := rawServer(b, false)
+		const count = 200_000
+		start := time.Now()
+		publishAsync(b, js, payload, count)
+		rawRate = count / time.Since(start).Seconds()
+	})
+	return rawRate
+}
+
+func publishAsync(b *testing.B, js jetstream.JetStream, payload []byte, count int) {
+	for i := 0; i < count; i++ {
+		if _, err := js.PublishAsync("raw.log", payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		b.Fatal("raw publishes not acknowledged")
+	}
+}
+
+// rawServer starts a bare embedded nats-server with one stream "RAW".
+func rawServer(b *testing.B, syncAlways bool) jetstream.JetStream {
+	b.Helper()
+	srv, err := server.NewServer(&server.Options{
+		JetStream: true, StoreDir: b.TempDir(), SyncAlways: syncAlways,
+		DontListen: true, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		b.Fatal("raw nats-server not ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { nc.Close(); srv.Shutdown(); srv.WaitForShutdown() })
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: "RAW", Subjects: []string{"raw.log"}, Storage: jetstream.FileStorage,
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return js
+}
+
+// envelopeBytes appends one benchmark event through a real ledger and
+// returns its stored envelope bytes.
+func envelopeBytes(b *testing.B) []byte {
+	b.Helper()
+	n := startNode(b, filepath.Join(b.TempDir(), "node"))
+	defer n.stop()
+	if _, err := n.l.Append(context.Background(), []*piledgerv1.Event{collectFace(benchRef(0))}); err != nil {
+		b.Fatal(err)
+	}
+	stream, err := n.js.Stream(context.Background(), "PILEDGER")
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, err := stream.GetMsg(context.Background(), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	blk := &piledgerv1.Block{}
+	if err := proto.Unmarshal(msg.Data, blk); err != nil {
+		b.Fatal(err)
+	}
+	return blk.GetEnvelopes()[0]
+}
+
+func percentile(d []time.Duration, p float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return float64(d[int(float64(len(d)-1)*p)]) / float64(time.Millisecond)
+}
