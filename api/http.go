@@ -36,13 +36,13 @@ var openAPI []byte
 // (400), bodies over cfg.MaxRequestBytes get 413 before any decoding, and no
 // incoming HTTP header is forwarded as gRPC metadata except Authorization
 // (which the gateway always forwards), so a client cannot set metadata that a
-// server-side interceptor would trust. Responses are canonical proto3 JSON:
-// lowerCamelCase names, fields with default values omitted. Server streams are
+// server-side interceptor would trust. Responses are canonical proto3 JSON
+// (see strictJSON). Server streams are
 // newline-delimited JSON, one {"result": ...} object per message and an
 // {"error": ...} object if the stream fails.
 func newHTTPHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *slog.Logger) (http.Handler, error) {
 	gw := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &strictJSON{}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, newStrictJSON()),
 		runtime.WithIncomingHeaderMatcher(forwardNoHeaders),
 		runtime.WithErrorHandler(httpErrorHandler(logger)),
 		runtime.WithHealthzEndpoint(healthpb.NewHealthClient(conn)),
@@ -117,7 +117,7 @@ func httpErrorHandler(logger *slog.Logger) runtime.ErrorHandlerFunc {
 // returns, so httpErrorHandler can tell them apart from other gateway errors.
 const bodyErrorPrefix = "request body: "
 
-var queryFieldRE = regexp.MustCompile(`^parsing field "([A-Za-z0-9_.]{1,64})"`)
+var queryFieldRE = regexp.MustCompile(`field "([A-Za-z0-9_.]{1,64})"`)
 
 // gatewayRequestError turns the message of a gateway-made INVALID_ARGUMENT
 // into a requestError. Body errors were already made safe by strictJSON;
@@ -134,32 +134,29 @@ func gatewayRequestError(msg string) error {
 }
 
 // strictJSON is the gateway's marshaler: protojson with unknown fields
-// rejected, default values omitted, and decoding errors that never quote the
-// request.
-type strictJSON struct{}
-
-var (
-	marshalOptions   = protojson.MarshalOptions{EmitUnpopulated: false}
-	unmarshalOptions = protojson.UnmarshalOptions{DiscardUnknown: false}
-	jsonPb           = &runtime.JSONPb{MarshalOptions: marshalOptions, UnmarshalOptions: unmarshalOptions}
-)
-
-func (*strictJSON) Marshal(v any) ([]byte, error)      { return jsonPb.Marshal(v) }
-func (*strictJSON) Unmarshal(data []byte, v any) error { return jsonPb.Unmarshal(data, v) }
-func (*strictJSON) NewEncoder(w io.Writer) runtime.Encoder {
-	return jsonPb.NewEncoder(w)
+// rejected and decoding errors that never quote the request. Output omits
+// fields with default values (canonical proto3 JSON: an absent field is its
+// zero value, so the first log entry has no "index"), which keeps NDJSON
+// entries small and matches what the CLI prints.
+type strictJSON struct {
+	runtime.JSONPb
 }
-func (*strictJSON) ContentType(v any) string { return jsonPb.ContentType(v) }
-func (*strictJSON) Delimiter() []byte        { return jsonPb.Delimiter() }
+
+func newStrictJSON() *strictJSON {
+	return &strictJSON{runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: false},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}}
+}
 
 // NewDecoder returns a decoder that reads exactly one JSON value into a proto
 // message and fails if anything but white space follows it. io.EOF (an empty
 // body) is returned as is: the gateway treats it as an empty message.
-func (*strictJSON) NewDecoder(r io.Reader) runtime.Decoder {
+func (m *strictJSON) NewDecoder(r io.Reader) runtime.Decoder {
 	return runtime.DecoderFunc(func(v any) error {
 		msg, ok := v.(proto.Message)
 		if !ok {
-			return jsonPb.NewDecoder(r).Decode(v)
+			return m.JSONPb.NewDecoder(r).Decode(v)
 		}
 		d := json.NewDecoder(r)
 		var raw json.RawMessage
@@ -172,7 +169,7 @@ func (*strictJSON) NewDecoder(r io.Reader) runtime.Decoder {
 		if _, err := d.Token(); !errors.Is(err, io.EOF) {
 			return errors.New(bodyErrorPrefix + "unexpected data after the JSON value")
 		}
-		if err := unmarshalOptions.Unmarshal(raw, msg); err != nil {
+		if err := m.UnmarshalOptions.Unmarshal(raw, msg); err != nil {
 			return bodyError(err)
 		}
 		return nil

@@ -15,9 +15,13 @@ import (
 	"google.golang.org/grpc/health"
 )
 
-// readHeaderTimeout bounds how long a client may take to send request
-// headers (slow-loris protection). Bodies and streams are not bounded.
-const readHeaderTimeout = 10 * time.Second
+const (
+	// readHeaderTimeout bounds how long a client may take to send request
+	// headers (slow-loris protection). Bodies and streams are not bounded.
+	readHeaderTimeout = 10 * time.Second
+	// idleTimeout closes keep-alive HTTP connections idle for this long.
+	idleTimeout = 2 * time.Minute
+)
 
 // Server serves the ledger over gRPC and over HTTP (the REST gateway,
 // /healthz and /openapi.json).
@@ -80,6 +84,7 @@ func New(cfg Config, log Log, logger *slog.Logger) (srv *Server, err error) {
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return s, nil

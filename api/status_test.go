@@ -203,7 +203,7 @@ func TestBodyError(t *testing.T) {
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			var req piledgerv1.AppendEventsRequest
-			err := (&strictJSON{}).NewDecoder(strings.NewReader(test.body)).Decode(&req)
+			err := newStrictJSON().NewDecoder(strings.NewReader(test.body)).Decode(&req)
 			if err == nil {
 				t.Fatalf("Decode(%s) succeeded", test.body)
 			}
@@ -223,12 +223,12 @@ func TestStrictJSONDecodesValidBodies(t *testing.T) {
 		`{"events": [{"eventId": "0190d6a2-7f3e-7000-8000-000000000000", "operation": "OPERATION_COLLECT"}]}` + "\n\t ",
 	} {
 		var req piledgerv1.AppendEventsRequest
-		if err := (&strictJSON{}).NewDecoder(strings.NewReader(body)).Decode(&req); err != nil {
+		if err := newStrictJSON().NewDecoder(strings.NewReader(body)).Decode(&req); err != nil {
 			t.Errorf("Decode(%q) = %v", body, err)
 		}
 	}
 	var req piledgerv1.AppendEventsRequest
-	if err := (&strictJSON{}).NewDecoder(strings.NewReader("")).Decode(&req); !errors.Is(err, io.EOF) {
+	if err := newStrictJSON().NewDecoder(strings.NewReader("")).Decode(&req); !errors.Is(err, io.EOF) {
 		t.Errorf("Decode of an empty body = %v, want io.EOF", err)
 	}
 }
@@ -241,6 +241,7 @@ func TestGatewayRequestError(t *testing.T) {
 	}{
 		{bodyErrorPrefix + `line 1, column 2: unknown field "evnts"`, "body", `unknown field "evnts"`},
 		{`parsing field "start": strconv.ParseUint: parsing "110101199003077777x": invalid syntax`, "start", "invalid value"},
+		{`too many values for field "limit": 110101199003077777, 2`, "limit", "invalid value"},
 		{`invalid grpc-timeout: 110101199003077777x`, "", "invalid"},
 	} {
 		var re *requestError

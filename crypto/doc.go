@@ -4,4 +4,18 @@
 //
 // Every subject has its own Tink AEAD keyset. Destroying it makes every event
 // of the subject unreadable without rewriting the log.
+//
+// # Where keys live
+//
+//   - KEK ([LocalKEK]): <dir>/kek-<epoch>.json, cleartext Tink AES256-GCM
+//     keysets, mode 0600 in a 0700 directory, one per epoch.
+//   - Key stream (default PILEDGER_KEYS, shared by all nodes): subject keys on
+//     <prefix>.keys.subject and the pseudonym PRF key on <prefix>.keys.prf,
+//     each a WrappedKey message (proto/piledger/v1/envelope.proto) whose
+//     keyset is encrypted under the KEK of an epoch, with associated data
+//     binding it to its role, pseudonym, generation and epoch. Messages carry
+//     pseudonyms, never subject references.
+//   - Key index ([KeyringConfig.IndexDir], one per node): Pebble, mapping
+//     (pseudonym, generation) to key-stream sequences. No key bytes.
+//   - Memory: unwrapped keys in a bounded LRU per node.
 package crypto

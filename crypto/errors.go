@@ -9,8 +9,8 @@ var (
 	// ErrKeyNotFound: the subject has no key of the requested generation.
 	ErrKeyNotFound = errors.New("crypto: key not found")
 
-	// ErrShredded: the subject's key was destroyed by an erasure. Reserved for
-	// crypto-shredding.
+	// ErrShredded: the subject's key was destroyed: its key message is gone
+	// from the key stream (only erasure deletes key messages).
 	ErrShredded = errors.New("crypto: key shredded")
 
 	// ErrInvalidKey: a stored wrapped key is malformed, is not bound to the

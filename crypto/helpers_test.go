@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"context"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -9,16 +10,18 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tink-crypto/tink-go/v2/tink"
 )
 
-// runServer starts an embedded JetStream server storing in storeDir. It is
-// shut down when the test ends, or earlier by the caller (to restart it).
-func runServer(t testing.TB, storeDir string) *server.Server {
+// runServer starts an embedded JetStream server storing in storeDir,
+// listening on port (-1: any). It is shut down when the test ends, or
+// earlier by the caller (to restart it).
+func runServer(t testing.TB, storeDir string, port int) *server.Server {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{
 		JetStream: true,
 		StoreDir:  storeDir,
-		Port:      -1,
+		Port:      port,
 		NoLog:     true,
 		NoSigs:    true,
 	})
@@ -36,10 +39,11 @@ func runServer(t testing.TB, storeDir string) *server.Server {
 	return s
 }
 
-// connect returns a JetStream client of s, closed when the test ends.
+// connect returns a JetStream client of s, closed when the test ends. It
+// reconnects quickly and forever.
 func connect(t testing.TB, s *server.Server) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
+	nc, err := nats.Connect(s.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +76,8 @@ func openKeyring(t testing.TB, js jetstream.JetStream, kekDir, indexDir string) 
 	return kr
 }
 
-// node is one piledger node in a test: a keyring with its own index.
+// env is a test's NATS server and client, and the KEK directory its
+// keyrings share.
 type env struct {
 	storeDir string
 	kekDir   string
@@ -84,17 +89,19 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{storeDir: filepath.Join(dir, "nats"), kekDir: filepath.Join(dir, "kek")}
-	e.srv = runServer(t, e.storeDir)
+	e.srv = runServer(t, e.storeDir, -1)
 	e.js = connect(t, e.srv)
 	return e
 }
 
-// restart shuts the server down and starts a new one on the same store.
+// restart shuts the server down and starts a new one on the same store and
+// port, with a new client.
 func (e *env) restart(t testing.TB) {
 	t.Helper()
+	port := e.srv.Addr().(*net.TCPAddr).Port
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
-	e.srv = runServer(t, e.storeDir)
+	e.srv = runServer(t, e.storeDir, port)
 	e.js = connect(t, e.srv)
 }
 
@@ -115,10 +122,7 @@ func (e *env) keyMessages(t testing.TB) uint64 {
 
 // roundTrip seals with one AEAD and opens with another; it fails the test
 // unless the two are the same key.
-func roundTrip(t testing.TB, seal, open interface {
-	Encrypt(pt, ad []byte) ([]byte, error)
-	Decrypt(ct, ad []byte) ([]byte, error)
-}) {
+func roundTrip(t testing.TB, seal, open tink.AEAD) {
 	t.Helper()
 	ct, err := seal.Encrypt([]byte("payload"), []byte("header"))
 	if err != nil {

@@ -386,11 +386,47 @@ func TestKeysSurviveRestart(t *testing.T) {
 	kr.Close()
 	e.restart(t)
 
+	// The index survives too: it is not rebuilt.
+	s, err := e.js.Stream(ctx, DefaultKeyStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := openIndex(indexDir, streamIdentity(s.CachedInfo()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied, err := idx.applied()
+	idx.close()
+	if applied != msgs || err != nil {
+		t.Errorf("index after restart: applied sequence %d (%v), want %d", applied, err, msgs)
+	}
+
 	kr = e.keyring(t, indexDir)
 	checkOpens(t, kr, cts)
 	if got := e.keyMessages(t); got != msgs {
 		t.Errorf("key stream has %d messages after reopening, want %d", got, msgs)
 	}
+}
+
+// A keyring left open while NATS restarts keeps following the key stream.
+func TestKeyringSurvivesServerRestart(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	kr1 := e.keyring(t, filepath.Join(dir, "idx1"))
+	ctx := t.Context()
+	e.restart(t) // kr1's connection reconnects to the new server
+
+	kr2 := e.keyring(t, filepath.Join(dir, "idx2"))
+	p := kr2.Pseudonym("trent")
+	sk, err := kr2.SealingKey(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := kr1.OpeningKey(ctx, p, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, sk.AEAD, open)
 }
 
 func TestIndexRebuild(t *testing.T) {
@@ -425,6 +461,31 @@ func TestIndexRebuild(t *testing.T) {
 	checkOpens(t, kr, cts)
 	if got := e.keyMessages(t); got != msgs {
 		t.Errorf("key stream has %d messages after the rebuild, want %d", got, msgs)
+	}
+}
+
+// An index built from a key stream that was deleted and created again is
+// emptied, not trusted.
+func TestIndexResetForNewStream(t *testing.T) {
+	e := newEnv(t)
+	indexDir := t.TempDir()
+	kr := e.keyring(t, indexDir)
+	ctx := t.Context()
+	p := kr.Pseudonym("sybil")
+	if _, err := kr.SealingKey(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	kr.Close()
+	if err := e.js.DeleteStream(ctx, DefaultKeyStreamName); err != nil {
+		t.Fatal(err)
+	}
+
+	kr = e.keyring(t, indexDir)
+	if _, _, ok, err := kr.idx.find(p, 0); ok || err != nil {
+		t.Errorf("index still holds a key of the deleted stream (%v)", err)
+	}
+	if _, err := kr.OpeningKey(ctx, p, 1); !errors.Is(err, ErrKeyNotFound) {
+		t.Errorf("OpeningKey: error = %v, want ErrKeyNotFound", err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -264,10 +263,16 @@ const maxUnknownOutcomes = 4
 // commit appends one block holding every unrecorded event of reqs and
 // settles them. Each publish has its own deadline, not the Run context, so
 // that a shutdown never abandons a block whose outcome is unknown.
+//
+// Every publish expects the stream's last sequence to be the one this node
+// knows. That makes the log's indexes gap-free across writers, and it makes
+// retries safe without Nats-Msg-Id (whose de-duplication forgets after its
+// window): if an attempt whose acknowledgement was lost did land, the retry
+// fails with "wrong last sequence", the catch-up finds the events in the log,
+// and they are answered with their receipts instead of being sent again.
 func (l *Ledger) commit(reqs []*request) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	msgID := uuid.NewString()
 	deadline := time.Now().Add(l.cfg.PublishTimeout)
 	unknown := 0
 	for {
@@ -290,7 +295,6 @@ func (l *Ledger) commit(reqs []*request) {
 		}
 		pctx, cancel := context.WithTimeout(context.Background(), l.cfg.PublishTimeout)
 		ack, err := l.js.Publish(pctx, l.cfg.logSubject(), data,
-			jetstream.WithMsgID(msgID),
 			jetstream.WithExpectStream(l.cfg.StreamName),
 			jetstream.WithExpectLastSequence(l.lastSeq))
 		cancel()
@@ -321,7 +325,6 @@ func (l *Ledger) commit(reqs []*request) {
 			return
 		}
 		if advanced {
-			msgID = uuid.NewString()
 			if err := l.fillRecorded(reqs); err != nil {
 				l.settle(reqs, err)
 				return

@@ -34,7 +34,7 @@ const benchSubjects = 10_000
 func benchRef(i int) string { return fmt.Sprintf("resident-%06d", i%benchSubjects) }
 
 func BenchmarkAppend(b *testing.B) {
-	for _, callers := range []int{1, 16, 64, 512} {
+	for _, callers := range []int{1, 16, 64, 128, 512} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
 			n := startNode(b, filepath.Join(b.TempDir(), "node"))
 			ctx := context.Background()
@@ -124,7 +124,7 @@ func rawAsyncRate(b *testing.B) float64 {
 
 func publishAsync(b *testing.B, js jetstream.JetStream, payload []byte, count int) {
 	for i := 0; i < count; i++ {
-		if _, err := js.PublishAsync("raw.log", payload); err != nil {
+		if _, err := js.PublishAsync("raw.log", payload, jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}
