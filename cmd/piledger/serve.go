@@ -28,8 +28,13 @@ type serveConfig struct {
 	httpAddr  string
 	natsURL   string
 	natsCreds string
-	logLevel  string
-	logFormat string
+	natsUser  string
+	replicas  int
+	// natsPassword comes from the environment only: flag values show up in
+	// process listings and shell history.
+	natsPassword string
+	logLevel     string
+	logFormat    string
 }
 
 func newServeCmd(getenv func(string) string) *cobra.Command {
@@ -48,6 +53,7 @@ is <data>/kek; node-local indexes are under <data>/keyring and <data>/index.`,
 			if err != nil {
 				return usageError(err)
 			}
+			cfg.natsPassword = getenv("PILEDGER_NATS_PASSWORD")
 			return serve(cmd.Context(), cfg, logger)
 		},
 	}
@@ -57,9 +63,11 @@ is <data>/kek; node-local indexes are under <data>/keyring and <data>/index.`,
 	f.StringVar(&cfg.httpAddr, "http-addr", api.DefaultHTTPAddr, "HTTP (REST, /healthz, /openapi.json) listen address (host:port)")
 	f.StringVar(&cfg.natsURL, "nats-url", "", "NATS server URL(s), comma-separated; empty runs an embedded server")
 	f.StringVar(&cfg.natsCreds, "nats-creds", "", "NATS credentials file (.creds) for --nats-url")
+	f.StringVar(&cfg.natsUser, "nats-user", "", "NATS user name for --nats-url; the password is read from PILEDGER_NATS_PASSWORD")
+	f.IntVar(&cfg.replicas, "replicas", 1, "replicas of the log and key streams when piledger creates them (1, or 3 on a cluster)")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
-	withEnv(cmd, getenv, "data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "log-level", "log-format")
+	withEnv(cmd, getenv, "data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "nats-user", "replicas", "log-level", "log-format")
 	return cmd
 }
 
@@ -113,6 +121,12 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 		if cfg.natsCreds != "" {
 			opts = append(opts, nats.UserCredentials(cfg.natsCreds))
 		}
+		if cfg.natsUser != "" {
+			if cfg.natsPassword == "" {
+				return usageError(errors.New("--nats-user needs the password in PILEDGER_NATS_PASSWORD"))
+			}
+			opts = append(opts, nats.UserInfo(cfg.natsUser, cfg.natsPassword))
+		}
 		if nc, err = nats.Connect(cfg.natsURL, opts...); err != nil {
 			return fmt.Errorf("connect to NATS at %s: %w", redactURLs(cfg.natsURL), err)
 		}
@@ -127,12 +141,12 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 	if err != nil {
 		return err
 	}
-	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dataDir, "keyring")})
+	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dataDir, "keyring"), Replicas: cfg.replicas})
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, keys.Close()) }()
-	led, err := ledger.Open(ctx, js, keys, ledger.Config{IndexDir: filepath.Join(dataDir, "index")})
+	led, err := ledger.Open(ctx, js, keys, ledger.Config{IndexDir: filepath.Join(dataDir, "index"), Replicas: cfg.replicas})
 	if err != nil {
 		return err
 	}
