@@ -30,9 +30,11 @@ func seedRequests() []*piledgerv1.AppendEventsRequest {
 }
 
 // FuzzAppendJSON POSTs arbitrary bodies to the gateway through the real HTTP
-// listener. No body may get a 5xx or break the connection (a panic would).
+// listener, with authentication on and the API key of processor
+// city-police. No body may get a 5xx or break the connection (a panic
+// would), and no event of another processor may be appended.
 func FuzzAppendJSON(f *testing.F) {
-	s := startStack(f, f.TempDir(), api.Config{MaxRequestBytes: 1 << 20})
+	s := startAuthStack(f, api.Config{MaxRequestBytes: 1 << 20}, nil)
 	for _, req := range seedRequests() {
 		b, err := protojson.Marshal(req)
 		if err != nil {
@@ -49,7 +51,13 @@ func FuzzAppendJSON(f *testing.F) {
 		f.Add([]byte(b))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		resp, err := http.Post(s.baseURL+"/v1/events:append", "application/json", bytes.NewReader(body))
+		req, err := http.NewRequest("POST", s.baseURL+"/v1/events:append", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", s.key("city-police"))
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatalf("POST: %v", err)
 		}
@@ -61,14 +69,24 @@ func FuzzAppendJSON(f *testing.F) {
 		if resp.StatusCode >= 500 {
 			t.Fatalf("POST %q = %d %s", body, resp.StatusCode, b)
 		}
+		var in piledgerv1.AppendEventsRequest
+		if resp.StatusCode == http.StatusOK && protojson.Unmarshal(body, &in) == nil {
+			for _, e := range in.GetEvents() {
+				if e.GetProcessor() != "city-police" {
+					t.Fatalf("an event of processor %q was accepted from city-police's key", e.GetProcessor())
+				}
+			}
+		}
 	})
 }
 
 // FuzzAppendProto sends arbitrary AppendEventsRequests (random bytes that
-// unmarshal into one) through gRPC. The server may accept or reject them,
-// but never fail with INTERNAL or UNKNOWN.
+// unmarshal into one) through gRPC, with authentication on and the API key
+// of processor city-police. The server may accept or reject them, but never
+// fail with INTERNAL or UNKNOWN, nor accept another processor's events.
 func FuzzAppendProto(f *testing.F) {
-	s := startStack(f, f.TempDir(), api.Config{})
+	s := startAuthStack(f, api.Config{}, nil)
+	client := piledgerv1.NewLedgerServiceClient(s.conn(f, nil))
 	for _, req := range seedRequests() {
 		b, err := proto.Marshal(req)
 		if err != nil {
@@ -83,10 +101,16 @@ func FuzzAppendProto(f *testing.F) {
 		if err := proto.Unmarshal(data, req); err != nil {
 			t.Skip("not an AppendEventsRequest")
 		}
-		_, err := s.client.AppendEvents(t.Context(), req)
+		_, err := client.AppendEvents(ctxMD(t, "authorization", s.key("city-police")), req)
 		switch status.Code(err) {
 		case codes.Internal, codes.Unknown, codes.DataLoss:
 			t.Fatalf("AppendEvents(%v) = %v", req, err)
+		case codes.OK:
+			for _, e := range req.GetEvents() {
+				if e.GetProcessor() != "city-police" {
+					t.Fatalf("an event of processor %q was accepted from city-police's key", e.GetProcessor())
+				}
+			}
 		}
 	})
 }

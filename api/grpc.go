@@ -22,14 +22,16 @@ import (
 // newGRPCServer returns a gRPC server with the ledger service, the health
 // service (SERVING for "" and the ledger service) and reflection registered.
 //
-// Interceptors run outermost first: access logging, then panic recovery, so a
-// recovered panic is logged as the INTERNAL it became.
-func newGRPCServer(cfg Config, svc piledgerv1.LedgerServiceServer, hs *health.Server, logger *slog.Logger) *grpc.Server {
-	s := grpc.NewServer(
+// Interceptors run outermost first: metrics, access logging, panic recovery
+// (so a recovered panic is logged as the INTERNAL it became), then
+// authentication, rate limiting, authorization and access recording
+// (security.go), so that nothing reaches a handler unchecked.
+func newGRPCServer(cfg Config, svc piledgerv1.LedgerServiceServer, hs *health.Server, logger *slog.Logger, sec *security) *grpc.Server {
+	s := grpc.NewServer(append(sec.serverOptions(),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(logUnary(logger), recoverUnary(logger)),
-		grpc.ChainStreamInterceptor(logStream(logger), recoverStream(logger)),
-	)
+		grpc.ChainUnaryInterceptor(sec.observeUnary(), logUnary(logger), recoverUnary(logger), sec.authUnary()),
+		grpc.ChainStreamInterceptor(sec.observeStream(), logStream(logger), recoverStream(logger), sec.authStream()),
+	)...)
 	piledgerv1.RegisterLedgerServiceServer(s, svc)
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
@@ -70,10 +72,20 @@ func logCall(ctx context.Context, logger *slog.Logger, method string, err error,
 	case code == codes.Internal, code == codes.Unknown, code == codes.DataLoss, code == codes.Unavailable:
 		level = slog.LevelWarn
 	}
-	logger.LogAttrs(ctx, level, "grpc call",
-		slog.String("method", method),
+	attrs := []slog.Attr{
+		slog.String("method", methodLabel(method)),
 		slog.String("code", code.String()),
-		slog.Duration("duration", d))
+		slog.Duration("duration", d),
+	}
+	// The caller's role, and an emitter's processor id (an organization,
+	// not a person); never a subject's or an official's identity.
+	if ci := callInfoFrom(ctx); ci != nil && ci.id != nil {
+		attrs = append(attrs, slog.String("role", ci.id.Role.String()))
+		if ci.id.Role == RoleEmitter {
+			attrs = append(attrs, slog.String("processor", ci.id.Processor))
+		}
+	}
+	logger.LogAttrs(ctx, level, "grpc call", attrs...)
 }
 
 // recoverUnary turns a panic in a handler into INTERNAL "internal error"; the
@@ -111,7 +123,7 @@ func recovered(ctx context.Context, logger *slog.Logger, method string, p any) e
 		desc = err.Error()
 	}
 	logger.ErrorContext(ctx, "panic in grpc handler",
-		slog.String("method", method),
+		slog.String("method", methodLabel(method)),
 		slog.String("panic", desc),
 		slog.String("stack", string(debug.Stack())))
 	return toStatus(ctx, logger, fmt.Errorf("api: panic in %s: %s", method, desc))

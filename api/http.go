@@ -40,18 +40,26 @@ var openAPI []byte
 // (see strictJSON). Server streams are
 // newline-delimited JSON, one {"result": ...} object per message and an
 // {"error": ...} object if the stream fails.
-func newHTTPHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *slog.Logger) (http.Handler, error) {
-	gw := runtime.NewServeMux(
+func newHTTPHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logger *slog.Logger, sec *security) (http.Handler, error) {
+	gw := runtime.NewServeMux(append([]runtime.ServeMuxOption{
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, newStrictJSON()),
-		runtime.WithIncomingHeaderMatcher(forwardNoHeaders),
+		runtime.WithIncomingHeaderMatcher(forwardHeaders),
 		runtime.WithErrorHandler(httpErrorHandler(logger)),
 		runtime.WithHealthzEndpoint(healthpb.NewHealthClient(conn)),
-	)
-	if err := piledgerv1.RegisterLedgerServiceHandler(ctx, gw, conn); err != nil {
-		return nil, fmt.Errorf("api: register gateway: %w", err)
+	}, sec.gatewayMuxOptions()...)...)
+	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		piledgerv1.RegisterLedgerServiceHandler,
+		piledgerv1.RegisterSubjectServiceHandler,
+		piledgerv1.RegisterHoldingServiceHandler,
+		piledgerv1.RegisterTransparencyServiceHandler,
+	} {
+		if err := register(ctx, gw, conn); err != nil {
+			return nil, fmt.Errorf("api: register gateway: %w", err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
+	mux.Handle("GET /v1/log/checkpoint", sec.forwardAuth(checkpointHandler(conn, logger)))
 	mux.Handle("/", http.MaxBytesHandler(readBody(gw, logger), cfg.MaxRequestBytes))
 	return mux, nil
 }
@@ -61,10 +69,17 @@ func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(openAPI)
 }
 
-// forwardNoHeaders is the gateway's incoming header matcher: it forwards no
-// header as gRPC metadata. In particular Grpc-Metadata-* headers cannot spoof
-// metadata that interceptors read.
-func forwardNoHeaders(string) (string, bool) { return "", false }
+// forwardHeaders is the gateway's incoming header matcher: it forwards no
+// header as gRPC metadata but X-Piledger-Reason (the reason a regulator
+// gives for a read). In particular Grpc-Metadata-* headers cannot spoof
+// metadata that interceptors read. (The gateway forwards Authorization
+// itself.)
+func forwardHeaders(h string) (string, bool) {
+	if http.CanonicalHeaderKey(h) == "X-Piledger-Reason" {
+		return mdReason, true
+	}
+	return "", false
+}
 
 // readBody reads the whole request body (bounded by the http.MaxBytesHandler
 // around it) before the gateway decodes it, so an oversized body is answered
@@ -109,6 +124,9 @@ func httpErrorHandler(logger *slog.Logger) runtime.ErrorHandlerFunc {
 		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument && len(st.Details()) == 0 {
 			err = toStatus(ctx, logger, gatewayRequestError(st.Message()))
 		}
+		if status.Code(err) == codes.Unauthenticated {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="piledger", ApiKey realm="piledger"`)
+		}
 		runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 	}
 }
@@ -128,9 +146,29 @@ func gatewayRequestError(msg string) error {
 		return invalidRequest("body", desc)
 	}
 	if m := queryFieldRE.FindStringSubmatch(msg); m != nil {
-		return invalidRequest(m[1], "invalid value for this query parameter")
+		return invalidRequest(jsonFieldPath(m[1]), "invalid value for this query parameter")
 	}
 	return invalidRequest("", "the request's query parameters or headers are invalid")
+}
+
+// jsonFieldPath turns a proto field path the gateway names ("page_size",
+// "before.seconds") into the lowerCamelCase JSON path field violations use
+// everywhere else ("pageSize", "before.seconds").
+func jsonFieldPath(path string) string {
+	var b strings.Builder
+	upper := false
+	for _, r := range path {
+		switch {
+		case r == '_':
+			upper = true
+		case upper:
+			b.WriteString(strings.ToUpper(string(r)))
+			upper = false
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // strictJSON is the gateway's marshaler: protojson with unknown fields

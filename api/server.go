@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 )
 
@@ -35,6 +34,10 @@ type Server struct {
 	http     *http.Server
 	gwConn   *grpc.ClientConn
 	gwCancel context.CancelFunc
+
+	sec        *security
+	metricsLis net.Listener // nil without Config.MetricsAddr
+	metrics    *http.Server
 }
 
 // New validates cfg, opens both listeners (so an address in use fails here,
@@ -43,8 +46,9 @@ type Server struct {
 // error logs, never personal data.
 //
 // The caller MUST call Run exactly once: Run serves and, when it returns, has
-// closed the listeners and released everything New allocated.
-func New(cfg Config, log Log, logger *slog.Logger) (srv *Server, err error) {
+// closed the listeners and released everything New allocated. opts add
+// optional services (WithReadModels).
+func New(cfg Config, log Log, logger *slog.Logger, opts ...Option) (srv *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -68,16 +72,29 @@ func New(cfg Config, log Log, logger *slog.Logger) (srv *Server, err error) {
 	if s.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("api: HTTP listener: %w", err)
 	}
-	s.grpc = newGRPCServer(cfg, &ledgerService{log: log, logger: logger}, s.health, logger)
+	if s.sec, err = newSecurity(cfg, log, logger); err != nil {
+		return nil, err
+	}
+	if cfg.MetricsAddr != "" {
+		if s.metricsLis, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("api: metrics listener: %w", err)
+		}
+		s.metrics = newMetricsServer(s.sec, logger)
+	}
+	s.grpc = newGRPCServer(cfg, &ledgerService{log: log, logger: logger}, s.health, logger, s.sec)
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	o.register(s.grpc, s.health, logger)
 
-	s.gwConn, err = grpc.NewClient(dialTarget(s.grpcLis.Addr()),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s.gwConn, err = grpc.NewClient(dialTarget(s.grpcLis.Addr()), s.sec.gatewayDialOption())
 	if err != nil {
 		return nil, fmt.Errorf("api: gateway client: %w", err)
 	}
 	var gwCtx context.Context
 	gwCtx, s.gwCancel = context.WithCancel(context.Background())
-	handler, err := newHTTPHandler(gwCtx, cfg, s.gwConn, logger)
+	handler, err := newHTTPHandler(gwCtx, cfg, s.gwConn, logger, s.sec)
 	if err != nil {
 		return nil, err
 	}
@@ -86,6 +103,9 @@ func New(cfg Config, log Log, logger *slog.Logger) (srv *Server, err error) {
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if s.sec.tls != nil {
+		s.httpLis = tlsListener(s.httpLis, s.sec.tls)
 	}
 	return s, nil
 }
@@ -113,6 +133,15 @@ func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
 // port when Config.HTTPAddr asked for port 0.
 func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
 
+// MetricsAddr returns the address of the /metrics listener, or "" when
+// Config.MetricsAddr is empty.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLis == nil {
+		return ""
+	}
+	return s.metricsLis.Addr().String()
+}
+
 // Run serves gRPC and HTTP until ctx is done or either server fails, then
 // shuts down in this order:
 //
@@ -125,7 +154,7 @@ func (s *Server) HTTPAddr() string { return s.httpLis.Addr().String() }
 // and the serving error otherwise. When Run returns, no call is in flight
 // any more, so the Log may be drained and closed.
 func (s *Server) Run(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	var serving sync.WaitGroup
 	defer serving.Wait()
 	serving.Go(func() {
@@ -138,6 +167,13 @@ func (s *Server) Run(ctx context.Context) error {
 			errc <- fmt.Errorf("api: HTTP server: %w", err)
 		}
 	})
+	if s.metrics != nil {
+		serving.Go(func() {
+			if err := s.metrics.Serve(s.metricsLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("api: metrics server: %w", err)
+			}
+		})
+	}
 
 	var serveErr error
 	select {
@@ -164,6 +200,9 @@ func (s *Server) Run(ctx context.Context) error {
 		s.grpc.Stop()
 		<-stopped
 	}
+	if s.metrics != nil {
+		_ = s.metrics.Close()
+	}
 	s.release()
 	return serveErr
 }
@@ -179,7 +218,7 @@ func (s *Server) release() {
 	if s.grpc != nil {
 		s.grpc.Stop() // closes grpcLis
 	}
-	for _, l := range []net.Listener{s.grpcLis, s.httpLis} {
+	for _, l := range []net.Listener{s.grpcLis, s.httpLis, s.metricsLis} {
 		if l != nil {
 			_ = l.Close()
 		}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -118,6 +119,11 @@ func startStack(t testing.TB, dir string, cfg api.Config) *stack {
 			}
 			nc.Close()
 			ns.Shutdown()
+			// No subject reference (subjectRef, and the values the tests
+			// put in bad requests, all start so) in any log line.
+			if strings.Contains(logs.String(), "110101199003") {
+				t.Errorf("the server log holds a subject reference")
+			}
 		})
 	}
 	t.Cleanup(s.stop)

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/piledger/piledger/ledger"
+	"github.com/piledger/piledger/ledger/transparency"
+	"github.com/piledger/piledger/projections"
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of every error piledger
@@ -39,8 +41,9 @@ const (
 	// (unreachable, or the server is shutting down). Retry after the
 	// RetryInfo delay with the same event ids: appends are idempotent.
 	ReasonUnavailable = "LEDGER_UNAVAILABLE"
-	// ReasonCorrupt: a stored log entry cannot be decoded. The log was altered
-	// or damaged; operators must investigate. Retrying does not help.
+	// ReasonCorrupt: a stored log entry (or read-model row) cannot be decoded.
+	// The log (or the read models) were altered or damaged; operators must
+	// investigate. Retrying does not help.
 	ReasonCorrupt = "LOG_CORRUPT"
 	// ReasonCanceled: the caller canceled the call.
 	ReasonCanceled = "CANCELED"
@@ -50,6 +53,25 @@ const (
 	ReasonDeadlineExceeded = "DEADLINE_EXCEEDED"
 	// ReasonInternal: a server fault. The cause is in the server log only.
 	ReasonInternal = "INTERNAL"
+	// ReasonNotFound: the read models hold nothing under the name asked for
+	// (for a subject: no event of the subject was applied yet; pass the
+	// append's receipt index as minIndex to wait for it).
+	ReasonNotFound = "NOT_FOUND"
+	// ReasonReadModelsBehind: the read models did not reach the minIndex the
+	// request asked for within the server's wait limit. Retry after the
+	// RetryInfo delay.
+	ReasonReadModelsBehind = "READ_MODELS_BEHIND"
+	// ReasonReadModelsUnavailable: the read models stopped following the log
+	// (the cause is in the server log); operators must act.
+	ReasonReadModelsUnavailable = "READ_MODELS_UNAVAILABLE"
+	// ReasonBeyondCheckpoint: a proof request reaches past the latest signed
+	// checkpoint (or asks for an event no checkpoint covers yet); the
+	// BadRequest detail names the field. Retry after the RetryInfo delay: a
+	// checkpoint covers new events within about a second.
+	ReasonBeyondCheckpoint = "BEYOND_CHECKPOINT"
+	// ReasonCheckpointNotFound: no checkpoint was signed yet, or none of the
+	// requested tree size.
+	ReasonCheckpointNotFound = "CHECKPOINT_NOT_FOUND"
 )
 
 // retryDelay is the RetryInfo delay sent with UNAVAILABLE.
@@ -87,14 +109,58 @@ func toStatus(ctx context.Context, logger *slog.Logger, err error) error {
 		invalidEvent *ledger.InvalidEventError
 		invalidReq   *requestError
 		tooLarge     *http.MaxBytesError
+		proofRange   *transparency.RangeError
+	)
+	var (
+		authErr     *authError
+		permErr     *permissionError
+		rateLimited *rateLimitError
 	)
 	switch {
+	case errors.As(err, &authErr):
+		return newStatus(codes.Unauthenticated, "unauthenticated: missing or invalid credentials", ReasonUnauthenticated, nil)
+	case errors.As(err, &permErr):
+		msg, md := "permission denied", map[string]string(nil)
+		if permErr.field != "" {
+			msg, md = "permission denied: "+permErr.field+" "+permErr.description, map[string]string{"field": permErr.field}
+		}
+		return newStatus(codes.PermissionDenied, msg, ReasonPermissionDenied, md)
+	case errors.As(err, &rateLimited):
+		return newStatus(codes.ResourceExhausted, "rate limit exceeded; retry later", ReasonRateLimited, nil,
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(rateLimited.retryAfter)})
 	case errors.As(err, &invalidEvent):
 		return newStatus(codes.InvalidArgument, "invalid event", ReasonInvalidEvent, nil, badRequest(invalidEvent.Violations))
 	case errors.Is(err, ledger.ErrInvalidEvent):
 		return newStatus(codes.InvalidArgument, "invalid event", ReasonInvalidEvent, nil)
 	case errors.As(err, &invalidReq):
 		return newStatus(codes.InvalidArgument, "invalid request", ReasonInvalidRequest, nil, badRequest(invalidReq.violations))
+	case errors.As(err, &proofRange) && errors.Is(err, transparency.ErrBeyondCheckpoint):
+		return newStatus(codes.OutOfRange, "beyond the latest signed checkpoint", ReasonBeyondCheckpoint, nil,
+			badRequest([]ledger.FieldViolation{{Field: proofRange.Field, Description: proofRange.Description}}),
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(retryDelay)})
+	case errors.As(err, &proofRange):
+		return newStatus(codes.InvalidArgument, "invalid request", ReasonInvalidRequest, nil,
+			badRequest([]ledger.FieldViolation{{Field: proofRange.Field, Description: proofRange.Description}}))
+	case errors.Is(err, transparency.ErrCheckpointNotFound):
+		return newStatus(codes.NotFound, "no such checkpoint", ReasonCheckpointNotFound, nil)
+	case errors.Is(err, transparency.ErrInconsistent):
+		logger.ErrorContext(ctx, "log inconsistent with its signed checkpoints", slog.Any("error", err))
+		return newStatus(codes.DataLoss, "the log disagrees with its signed checkpoints", ReasonCorrupt, nil)
+	case errors.Is(err, projections.ErrInvalidPageToken):
+		return newStatus(codes.InvalidArgument, "invalid request", ReasonInvalidRequest, nil, badRequest([]ledger.FieldViolation{{
+			Field: "pageToken", Description: "was not issued for this request (its other parameters changed) or was altered; start again from the first page",
+		}}))
+	case errors.Is(err, projections.ErrNotFound):
+		return newStatus(codes.NotFound, "not found", ReasonNotFound, nil)
+	case errors.Is(err, projections.ErrBehind):
+		return newStatus(codes.Unavailable, "read models have not reached minIndex yet; retry later", ReasonReadModelsBehind, nil,
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(retryDelay)})
+	case errors.Is(err, projections.ErrStopped):
+		logger.ErrorContext(ctx, "read models stopped", slog.Any("error", err))
+		return newStatus(codes.Unavailable, "read models unavailable", ReasonReadModelsUnavailable, nil)
+	case errors.Is(err, projections.ErrCorrupt):
+		logger.ErrorContext(ctx, "corrupt read model", slog.Any("error", err))
+		return newStatus(codes.DataLoss, "corrupt read model", ReasonCorrupt, nil)
 	case errors.As(err, &tooLarge):
 		return newStatus(codes.ResourceExhausted, "request body too large", ReasonRequestTooLarge,
 			map[string]string{"limit_bytes": strconv.FormatInt(tooLarge.Limit, 10)})

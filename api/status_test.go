@@ -242,6 +242,7 @@ func TestGatewayRequestError(t *testing.T) {
 		{bodyErrorPrefix + `line 1, column 2: unknown field "evnts"`, "body", `unknown field "evnts"`},
 		{`parsing field "start": strconv.ParseUint: parsing "110101199003077777x": invalid syntax`, "start", "invalid value"},
 		{`too many values for field "limit": 110101199003077777, 2`, "limit", "invalid value"},
+		{`parsing field "page_size": strconv.ParseInt: parsing "110101199003077777x": invalid syntax`, "pageSize", "invalid value"},
 		{`invalid grpc-timeout: 110101199003077777x`, "", "invalid"},
 	} {
 		var re *requestError

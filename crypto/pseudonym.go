@@ -43,6 +43,10 @@ func (p *Pseudonymizer) Pseudonym(ref string) string {
 	return hex.EncodeToString(out)
 }
 
+// IsPseudonym reports whether s has the form of a pseudonym: 64 lowercase hex
+// characters. It says nothing about whether any subject has it.
+func IsPseudonym(s string) bool { return s != "" && validPseudonym(s) }
+
 // validPseudonym reports whether p is a pseudonym or "" (the ledger's key).
 func validPseudonym(p string) bool {
 	if p == "" {

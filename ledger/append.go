@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/piledger/piledger/crypto"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
@@ -63,12 +64,42 @@ func (a *admissions) shard(id string) int {
 // Append is safe for concurrent use. Concurrent calls are group-committed:
 // their events share blocks, one fsync per block.
 func (l *Ledger) Append(ctx context.Context, events []*piledgerv1.Event) ([]*piledgerv1.Receipt, error) {
+	return l.appendBatch(ctx, events, false)
+}
+
+// AppendPseudonymous is Append for events the ledger writes itself, about a
+// subject it knows only by pseudonym (for example the access events the api
+// records when someone reads a person's records): each event's subjectRef
+// holds the subject's pseudonym (64 lowercase hex characters), which is used
+// as is instead of being pseudonymized again, so the event lands in that
+// subject's timeline. The event's ciphertext carries the pseudonym as its
+// subjectRef; no raw reference is involved. Everything else is as for
+// Append; a subjectRef that is not a pseudonym is an invalid event.
+//
+// It MUST NOT be reachable by emitters: it lets the caller write to any
+// pseudonym's timeline without knowing the person's reference.
+func (l *Ledger) AppendPseudonymous(ctx context.Context, events []*piledgerv1.Event) ([]*piledgerv1.Receipt, error) {
+	return l.appendBatch(ctx, events, true)
+}
+
+func (l *Ledger) appendBatch(ctx context.Context, events []*piledgerv1.Event, pseudonymous bool) ([]*piledgerv1.Receipt, error) {
 	now := l.cfg.Now()
 	if err := ValidateBatch(events, now, l.cfg.Limits); err != nil {
 		return nil, err
 	}
+	if pseudonymous {
+		var vs []FieldViolation
+		for i, e := range events {
+			if !crypto.IsPseudonym(e.GetSubjectRef()) {
+				vs = append(vs, FieldViolation{Field: fmt.Sprintf("events[%d].subjectRef", i), Description: "must be a pseudonym (64 lowercase hex characters)"})
+			}
+		}
+		if len(vs) > 0 {
+			return nil, &InvalidEventError{Violations: vs}
+		}
+	}
 	for {
-		receipts, wait, err := l.tryAppend(ctx, events, now)
+		receipts, wait, err := l.tryAppend(ctx, events, now, pseudonymous)
 		if wait == nil {
 			return receipts, err
 		}
@@ -85,7 +116,7 @@ func (l *Ledger) Append(ctx context.Context, events []*piledgerv1.Event) ([]*pil
 // tryAppend admits the batch's ids, seals and enqueues the new events and
 // waits for their block. When an id is in flight in another request it
 // returns that request's done channel instead, having admitted nothing.
-func (l *Ledger) tryAppend(ctx context.Context, events []*piledgerv1.Event, now time.Time) ([]*piledgerv1.Receipt, <-chan struct{}, error) {
+func (l *Ledger) tryAppend(ctx context.Context, events []*piledgerv1.Event, now time.Time, pseudonymous bool) ([]*piledgerv1.Receipt, <-chan struct{}, error) {
 	if p := l.indexErr.Load(); p != nil {
 		return nil, nil, fmt.Errorf("%w: event-id index failed, restart to rebuild it: %w", ErrUnavailable, *p)
 	}
@@ -125,7 +156,7 @@ func (l *Ledger) tryAppend(ctx context.Context, events []*piledgerv1.Event, now 
 
 	req.events = make([]sealed, 0, len(fresh))
 	for _, i := range fresh {
-		s, err := seal(ctx, l.keys, events[i], now)
+		s, err := seal(ctx, l.keys, events[i], now, pseudonymous)
 		if err != nil {
 			release()
 			return nil, nil, err

@@ -28,10 +28,15 @@ type sealed struct {
 // seal encrypts ev under its subject's current key. The clear header holds
 // only the event id, pseudonym, operation, processor, recording time and key
 // generation; it is the AEAD's associated data, so a ciphertext moved to
-// another header (another event, another subject) does not decrypt.
-func seal(ctx context.Context, keys *crypto.Keyring, ev *piledgerv1.Event, recordedAt time.Time) (sealed, error) {
+// another header (another event, another subject) does not decrypt. With
+// pseudonymous set, ev.SubjectRef already is the pseudonym
+// (Ledger.AppendPseudonymous).
+func seal(ctx context.Context, keys *crypto.Keyring, ev *piledgerv1.Event, recordedAt time.Time, pseudonymous bool) (sealed, error) {
 	pseudonym := ""
-	if ev.GetSubjectRef() != "" {
+	switch {
+	case pseudonymous:
+		pseudonym = ev.GetSubjectRef()
+	case ev.GetSubjectRef() != "":
 		pseudonym = keys.Pseudonym(ev.GetSubjectRef())
 	}
 	key, err := keys.SealingKey(ctx, pseudonym)

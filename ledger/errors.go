@@ -30,6 +30,9 @@ var (
 	// ErrCorrupt is returned when a stored block or envelope cannot be
 	// decoded. It means the log was altered or damaged.
 	ErrCorrupt = errors.New("ledger: corrupt log entry")
+
+	// ErrNotInLog is returned for a log index the log does not hold (yet).
+	ErrNotInLog = errors.New("ledger: no such log index")
 )
 
 // FieldViolation names one invalid field of a batch and says what is wrong

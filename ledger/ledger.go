@@ -34,6 +34,7 @@ type Ledger struct {
 
 	ids      admissions
 	indexErr atomic.Pointer[error] // set when the index failed to record a committed block
+	identity []byte                // the log stream's incarnation, set by Open
 
 	// mu guards the log position and index writes: the Run loop's commits
 	// and catch-ups from readers are serialized by it.
@@ -98,6 +99,7 @@ func (l *Ledger) recover(ctx context.Context) error {
 		return fmt.Errorf("%w: stream info: %w", ErrUnavailable, err)
 	}
 	identity := []byte(info.Created.UTC().Format(time.RFC3339Nano))
+	l.identity = identity
 	built, err := l.idx.identity()
 	if err != nil {
 		return err
@@ -119,6 +121,13 @@ func (l *Ledger) recover(ctx context.Context) error {
 	_, err = l.catchUpLocked(ctx)
 	return err
 }
+
+// StreamIdentity identifies the incarnation of the log stream this Ledger
+// reads: a stream deleted and created again under the same name has another
+// identity, and its sequences mean other blocks. Read models record it next to
+// the last sequence they applied, and rebuild when it changes. The returned
+// bytes must not be modified.
+func (l *Ledger) StreamIdentity() []byte { return l.identity }
 
 // Size returns the number of events in the log as known to this node.
 func (l *Ledger) Size() uint64 {

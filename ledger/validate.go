@@ -179,6 +179,10 @@ var (
 	attrKeyPattern    = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 )
 
+// IsIdentifier reports whether s is a valid processor or system id: 1-128
+// characters from [a-z0-9._-], starting with a letter or digit.
+func IsIdentifier(s string) bool { return identifierPattern.MatchString(s) }
+
 // ValidateBatch checks a batch of events against the event contract and the
 // default vocabulary, with now as the ledger's clock. It returns nil when
 // every event is well formed, or an *InvalidEventError (errors.Is

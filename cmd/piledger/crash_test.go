@@ -30,7 +30,9 @@ const crashChildEnv = "PILEDGER_CRASH_CHILD_DATA"
 // crashChildEnv set, the test binary serves the ledger until it is killed.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(crashChildEnv); dir != "" {
-		env := map[string]string{"PILEDGER_LOG_FORMAT": "json", "PILEDGER_HTTP_ADDR": "127.0.0.1:0", "PILEDGER_GRPC_ADDR": "127.0.0.1:0"}
+		// Durability, not authentication, is under test here.
+		env := map[string]string{"PILEDGER_LOG_FORMAT": "json", "PILEDGER_HTTP_ADDR": "127.0.0.1:0", "PILEDGER_GRPC_ADDR": "127.0.0.1:0",
+			"PILEDGER_METRICS_ADDR": "127.0.0.1:0", "PILEDGER_INSECURE_NO_AUTH": "true"}
 		err := run(context.Background(), []string{"serve", "--data", dir}, mapEnv(env), nil, os.Stdout, os.Stderr)
 		fmt.Fprintf(os.Stderr, "serve returned: %v\n", err)
 		os.Exit(1)

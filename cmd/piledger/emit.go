@@ -25,7 +25,7 @@ import (
 
 // emitFlags are the flags of `piledger emit`.
 type emitFlags struct {
-	server  string
+	conn    connFlags
 	file    string
 	output  string
 	timeout time.Duration
@@ -78,6 +78,9 @@ any other failure.`,
   piledger emit --file events.ndjson --output json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := fl.conn.resolve(getenv); err != nil {
+				return err
+			}
 			events, err := emitEvents(cmd, &fl)
 			if err != nil {
 				return err
@@ -85,8 +88,8 @@ any other failure.`,
 			return emit(cmd.Context(), fl, events, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
+	addConnFlags(cmd, &fl.conn)
 	f := cmd.Flags()
-	f.StringVar(&fl.server, "server", defaultServer, "piledger gRPC address (host:port)")
 	f.StringVarP(&fl.file, "file", "f", "", `events file: JSON array or NDJSON; "-" reads stdin`)
 	f.StringVarP(&fl.output, "output", "o", "table", "output: table or json")
 	f.DurationVar(&fl.timeout, "timeout", 30*time.Second, "how long to wait for the receipts")
@@ -114,7 +117,7 @@ any other failure.`,
 	f.StringVar(&ev.accessReason, "access-reason", "", "why the data was accessed")
 	f.StringVar(&ev.accessKind, "access-kind", "", "how the data was accessed: view, copy or retrieve")
 	f.StringToStringVar(&ev.attributes, "attr", nil, "attribute key=value (repeatable)")
-	withEnv(cmd, getenv, "server", "output", "timeout")
+	withEnv(cmd, getenv, withConnFlags("output", "timeout")...)
 	return cmd
 }
 
@@ -284,7 +287,7 @@ func parseEnum(flag, s, prefix string, values map[string]int32) (int32, error) {
 
 // emit appends events and prints the receipts.
 func emit(ctx context.Context, fl emitFlags, events []*piledgerv1.Event, stdout, stderr io.Writer) error {
-	client, conn, err := dial(fl.server)
+	client, conn, err := fl.conn.dial()
 	if err != nil {
 		return err
 	}
@@ -296,7 +299,7 @@ func emit(ctx context.Context, fl emitFlags, events []*piledgerv1.Event, stdout,
 	}
 	resp, err := client.AppendEvents(ctx, &piledgerv1.AppendEventsRequest{Events: events})
 	if err != nil {
-		return rpcError(err, fl.server, stderr)
+		return rpcError(err, fl.conn.server, stderr)
 	}
 	if fl.output == "json" {
 		b, err := protojson.Marshal(resp)

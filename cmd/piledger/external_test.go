@@ -57,9 +57,14 @@ func TestExternalNATSRecipe(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	env := map[string]string{"PILEDGER_LOG_FORMAT": "json", "PILEDGER_NATS_PASSWORD": password}
+	// Credentials as the README makes them: an emitter's API key and an
+	// admin's token.
+	dataDir := filepath.Join(t.TempDir(), "data")
+	_, apiKey, _ := cli(t, nil, "", "processors", "add", "city-police", "--data", dataDir)
+	_, admin, _ := cli(t, nil, "", "token", "--role", "admin", "--sub", "ops-1", "--data", dataDir)
 	go func() {
-		done <- run(ctx, []string{"serve", "--data", filepath.Join(t.TempDir(), "data"), "--grpc-addr", "127.0.0.1:0",
-			"--http-addr", "127.0.0.1:0", "--nats-url", url, "--nats-user", "piledger"}, mapEnv(env), strings.NewReader(""), io.Discard, pw)
+		done <- run(ctx, []string{"serve", "--data", dataDir, "--grpc-addr", "127.0.0.1:0",
+			"--http-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--nats-url", url, "--nats-user", "piledger"}, mapEnv(env), strings.NewReader(""), io.Discard, pw)
 		pw.Close()
 	}()
 	t.Cleanup(func() {
@@ -84,12 +89,13 @@ func TestExternalNATSRecipe(t *testing.T) {
 	}
 	go func() { _, _ = io.Copy(io.Discard, pr) }()
 
-	env = map[string]string{"PILEDGER_SERVER": addr}
+	env = map[string]string{"PILEDGER_SERVER": addr, "PILEDGER_API_KEY": strings.TrimSpace(apiKey)}
 	if code, out, errOut := cli(t, env, "", "emit", "--operation", "collect", "--subject", "resident-42", "--processor", "city-police",
 		"--category", "face", "--purpose", "public-safety", "--legal-basis", "legal-duty", "--place", "public-street", "--notice-sign", "sign-12"); code != 0 {
 		t.Fatalf("emit: exit %d\n%s%s", code, out, errOut)
 	}
-	code, out, errOut := cli(t, env, "", "replay")
+	env = map[string]string{"PILEDGER_SERVER": addr, "PILEDGER_TOKEN": strings.TrimSpace(admin)}
+	code, out, errOut := cli(t, env, "", "replay", "--reason", "recipe check")
 	if code != 0 || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "resident-42") {
 		t.Fatalf("replay: exit %d, want the one event back decrypted\n%s%s", code, out, errOut)
 	}
@@ -107,6 +113,9 @@ func TestExternalNATSRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Two blocks: the emitted event, and the access event the replay
+	// recorded (every read of a person's records is recorded).
+	const blocks = 2
 	for name, attempt := range map[string]func(context.Context) error{
 		"delete stream":  func(ctx context.Context) error { return js.DeleteStream(ctx, "PILEDGER") },
 		"purge stream":   func(ctx context.Context) error { return stream.Purge(ctx) },
@@ -124,7 +133,7 @@ func TestExternalNATSRecipe(t *testing.T) {
 		}
 		cancel()
 	}
-	if info, err := stream.Info(t.Context()); err != nil || info.State.Msgs != 1 {
-		t.Fatalf("after the attempts the log holds %v messages (%v), want 1", info.State.Msgs, err)
+	if info, err := stream.Info(t.Context()); err != nil || info.State.Msgs != blocks {
+		t.Fatalf("after the attempts the log holds %v messages (%v), want %d", info.State.Msgs, err, blocks)
 	}
 }

@@ -18,17 +18,39 @@ import (
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
-// startServe runs `piledger serve` on free ports with its data in a temp dir
-// and returns its gRPC address and its log output. The server stops at the
-// end of the test.
+// startServe runs `piledger serve --insecure-no-auth` on free loopback
+// ports with its data in a temp dir and returns its gRPC address and its log
+// output. The server stops at the end of the test. Tests of authentication
+// use startServeAuth.
 func startServe(t *testing.T) (addr string, logs *syncBuffer) {
+	t.Helper()
+	addr, _, logs = startServeWith(t, "--insecure-no-auth")
+	return addr, logs
+}
+
+// startServeAuth runs `piledger serve` with authentication on (the default)
+// on dataDir, and returns its gRPC address and its log output. Credentials
+// made with `piledger processors add --data dataDir` before the call are
+// valid at once; later ones within a second.
+func startServeAuth(t *testing.T, dataDir string, args ...string) (addr string, logs *syncBuffer) {
+	t.Helper()
+	addr, _, logs = startServeOn(t, dataDir, args...)
+	return addr, logs
+}
+
+func startServeWith(t *testing.T, args ...string) (addr, dataDir string, logs *syncBuffer) {
+	t.Helper()
+	return startServeOn(t, filepath.Join(t.TempDir(), "data"), args...)
+}
+
+func startServeOn(t *testing.T, dataDir string, args ...string) (addr, _ string, logs *syncBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
-	env := map[string]string{"PILEDGER_LOG_FORMAT": "json", "PILEDGER_HTTP_ADDR": "127.0.0.1:0"}
+	env := map[string]string{"PILEDGER_LOG_FORMAT": "json", "PILEDGER_HTTP_ADDR": "127.0.0.1:0", "PILEDGER_METRICS_ADDR": "127.0.0.1:0"}
 	go func() {
-		done <- run(ctx, []string{"serve", "--data", filepath.Join(t.TempDir(), "data"), "--grpc-addr", "127.0.0.1:0"},
+		done <- run(ctx, append([]string{"serve", "--data", dataDir, "--grpc-addr", "127.0.0.1:0"}, args...),
 			mapEnv(env), strings.NewReader(""), io.Discard, pw)
 		pw.Close()
 	}()
@@ -59,7 +81,7 @@ func startServe(t *testing.T) (addr string, logs *syncBuffer) {
 		t.Fatalf("serve ended before listening: %v\n%s", sc.Err(), logs)
 	}
 	go func() { _, _ = io.Copy(logs, pr) }()
-	return addr, logs
+	return addr, dataDir, logs
 }
 
 // startupLine holds the fields of serve's JSON log lines the test reads.

@@ -15,7 +15,7 @@ import (
 
 func newReplayCmd(getenv func(string) string) *cobra.Command {
 	var (
-		server       string
+		conn         connFlags
 		start, limit uint64
 		output       string
 	)
@@ -27,16 +27,23 @@ func newReplayCmd(getenv func(string) string) *cobra.Command {
 --output json prints one LogEntry per line (protobuf JSON, NDJSON); entries of
 crypto-shredded subjects carry only their clear header. --output table prints
 the clear headers only, never event contents.`,
+		Example: `  piledger replay --output table
+  piledger replay --start 1000 --limit 50 > entries.ndjson
+  PILEDGER_SERVER=ledger.internal:7070 piledger replay --tls-ca ca.pem --api-key-file key.txt`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "json" && output != "table" {
 				return usageError(fmt.Errorf("--output %q: want json or table", output))
 			}
-			client, conn, err := dial(server)
+			if err := conn.resolve(getenv); err != nil {
+				return err
+			}
+			server := conn.server
+			client, closer, err := conn.dial()
 			if err != nil {
 				return err
 			}
-			defer conn.Close()
+			defer closer.Close()
 			stream, err := client.ListLogEntries(cmd.Context(), &piledgerv1.ListLogEntriesRequest{Start: start, Limit: limit})
 			if err != nil {
 				return rpcError(err, server, cmd.ErrOrStderr())
@@ -73,11 +80,11 @@ the clear headers only, never event contents.`,
 			}
 		},
 	}
+	addConnFlags(cmd, &conn)
 	f := cmd.Flags()
-	f.StringVar(&server, "server", defaultServer, "piledger gRPC address (host:port)")
 	f.Uint64Var(&start, "start", 0, "log index to start at (0-based)")
 	f.Uint64Var(&limit, "limit", 0, "maximum number of entries; 0 reads to the current end")
 	f.StringVarP(&output, "output", "o", "json", "output: json (NDJSON) or table")
-	withEnv(cmd, getenv, "server", "output")
+	withEnv(cmd, getenv, withConnFlags("output")...)
 	return cmd
 }

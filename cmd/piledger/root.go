@@ -56,7 +56,21 @@ append-only log, each event encrypted under a key that belongs to its data
 subject.
 
 Every flag marked with [$PILEDGER_...] can also be set through that
-environment variable; a flag on the command line wins.`,
+environment variable; a flag on the command line wins. Client commands take
+the server with --server, credentials with --api-key-file (or
+$PILEDGER_API_KEY; emitters) or --token-file (or $PILEDGER_TOKEN; subjects,
+regulators, admins), the reason for reading people's records with --reason,
+and --tls-ca/--tls-cert/--tls-key, and print tables or JSON with
+--output table|json. 'piledger processors' and 'piledger token' make
+credentials on the server's host.
+
+Shell completion: see 'piledger completion --help'.`,
+		Example: `  piledger serve --data ./data
+  piledger emit --operation collect --subject C-1042 --processor acme-gates \
+    --category face --purpose access-control --place public-street
+  piledger replay --output table
+  piledger bench --duration 10s
+  source <(piledger completion bash)`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
@@ -71,6 +85,15 @@ environment variable; a flag on the command line wins.`,
 		newServeCmd(getenv),
 		newEmitCmd(getenv),
 		newReplayCmd(getenv),
+		newWhereCmd(getenv),
+		newTimelineCmd(getenv),
+		newDueCmd(getenv),
+		newExportCmd(getenv),
+		newBenchCmd(getenv),
+		newLogCmd(getenv),
+		newVerifyCmd(getenv),
+		newProcessorsCmd(getenv),
+		newTokenCmd(getenv),
 	)
 	return root.ExecuteContext(ctx)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +20,9 @@ import (
 	"github.com/piledger/piledger/api"
 	"github.com/piledger/piledger/crypto"
 	"github.com/piledger/piledger/ledger"
+	"github.com/piledger/piledger/ledger/tlog"
+	"github.com/piledger/piledger/ledger/transparency"
+	"github.com/piledger/piledger/projections"
 )
 
 // serveConfig is the effective configuration of `piledger serve`.
@@ -35,6 +39,11 @@ type serveConfig struct {
 	natsPassword string
 	logLevel     string
 	logFormat    string
+	// Tamper evidence (issue 5).
+	logOrigin          string
+	checkpointInterval time.Duration
+	// Authentication, TLS, limits, metrics (issue 6).
+	sec securityFlags
 }
 
 func newServeCmd(getenv func(string) string) *cobra.Command {
@@ -46,7 +55,20 @@ func newServeCmd(getenv func(string) string) *cobra.Command {
 
 With no --nats-url, piledger runs its own NATS server (JetStream, fsync before
 every acknowledgement) with its store under <data>/nats. The key-encryption key
-is <data>/kek; node-local indexes are under <data>/keyring and <data>/index.`,
+is <data>/kek; node-local indexes are under <data>/keyring and <data>/index,
+and the read models (data maps, timelines, retention, purposes) under
+<data>/projections, rebuilt from the log when deleted. The Merkle tree over the
+log is under <data>/tree (also rebuilt when deleted); signed checkpoints go to
+the PILEDGER_CHECKPOINTS stream, and the key that signs them is printed at
+startup (verifier_key): publish it, so that regulators can pin it.`,
+		Example: `  # a single node on this machine, data in ./data
+  piledger serve
+
+  # listen on every interface, JSON logs, data elsewhere
+  piledger serve --data /var/lib/piledger --grpc-addr 0.0.0.0:7070 --http-addr 0.0.0.0:8080 --log-format json
+
+  # against a NATS cluster (password from the environment)
+  PILEDGER_NATS_PASSWORD=... piledger serve --nats-url nats://n1:4222,nats://n2:4222 --nats-user piledger --replicas 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), cfg.logLevel, cfg.logFormat)
@@ -67,7 +89,10 @@ is <data>/kek; node-local indexes are under <data>/keyring and <data>/index.`,
 	f.IntVar(&cfg.replicas, "replicas", 1, "replicas of the log and key streams when piledger creates them (1, or 3 on a cluster)")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
-	withEnv(cmd, getenv, "data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "nats-user", "replicas", "log-level", "log-format")
+	f.StringVar(&cfg.logOrigin, "log-origin", tlog.DefaultOrigin, "the log's origin: first line of every signed checkpoint and name of the signing key (a name you control, e.g. ledger.example.org/piledger)")
+	f.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", transparency.DefaultCheckpointInterval, "longest time between new events and a signed checkpoint covering them")
+	secFlags := addSecurityFlags(cmd, &cfg.sec)
+	withEnv(cmd, getenv, append([]string{"data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "nats-user", "replicas", "log-level", "log-format", "log-origin", "checkpoint-interval"}, secFlags...)...)
 	return cmd
 }
 
@@ -151,29 +176,79 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 		return err
 	}
 	defer func() { err = errors.Join(err, led.Close()) }()
-	srv, err := api.New(api.Config{GRPCAddr: cfg.grpcAddr, HTTPAddr: cfg.httpAddr}, led, logger)
+	store, err := projections.Open(projections.Config{Dir: filepath.Join(dataDir, "projections"), Logger: logger}, led, keys)
 	if err != nil {
 		return err
 	}
+	defer func() { err = errors.Join(err, store.Close()) }()
+	tl, err := transparency.Open(ctx, js, led, keys, transparency.Config{
+		Dir: filepath.Join(dataDir, "tree"), Origin: cfg.logOrigin, Replicas: cfg.replicas,
+		CheckpointInterval: cfg.checkpointInterval, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, tl.Close()) }()
+	apiCfg := api.Config{GRPCAddr: cfg.grpcAddr, HTTPAddr: cfg.httpAddr}
+	credentials, err := cfg.sec.apply(ctx, &apiCfg, dataDir, kek, keys)
+	if err != nil {
+		return err
+	}
+	srv, err := api.New(apiCfg, led, logger, api.WithReadModels(store))
+	if err != nil {
+		return err
+	}
+	srv.ServeTransparency(tl)
 
 	logger.InfoContext(ctx, "piledger serving",
 		slog.String("grpc_addr", srv.GRPCAddr()),
 		slog.String("http_addr", srv.HTTPAddr()),
+		slog.String("metrics_addr", srv.MetricsAddr()),
+		slog.Bool("tls", apiCfg.TLS != nil),
+		slog.String("credentials", credentials),
 		slog.String("data", dataDir),
 		slog.String("nats", natsDesc),
-		slog.Bool("nats_creds", cfg.natsCreds != ""))
+		slog.Bool("nats_creds", cfg.natsCreds != ""),
+		slog.String("log_origin", tl.Origin()),
+		slog.String("verifier_key", tl.VerifierKey()))
 
-	// The ledger's loop gets its own context, canceled only once the api has
-	// stopped: appends still in flight during the api's graceful shutdown need
-	// the loop to complete.
+	// The ledger's loop and the projector get their own contexts, canceled
+	// only once the api has stopped: appends still in flight during the api's
+	// graceful shutdown need the loop to complete, and queries waiting for a
+	// log index need the projector. Shutdown order: api, then projector and
+	// ledger loop, then (deferred, in reverse order of opening) read models,
+	// ledger index, keyring, NATS.
 	ledgerCtx, stopLedger := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLedger()
+	projCtx, stopProjector := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopProjector()
+	// The transparency log (Merkle tree follower and checkpointer) stops
+	// after the ledger loop has drained, so the last appends reach the tree;
+	// the tree is closed (deferred) before the ledger index and the keyring.
+	tlCtx, stopTlog := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopTlog()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer stopLedger()
+		defer stopProjector()
 		return srv.Run(gctx)
 	})
 	g.Go(func() error {
+		// Run retries while the log is unreachable; it fails only when the
+		// log or the read models are corrupt, which stops the server.
+		if err := store.Run(projCtx); err != nil {
+			return fmt.Errorf("projector: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := tl.Run(tlCtx); err != nil {
+			return fmt.Errorf("transparency log: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer stopTlog()
 		err := led.Run(ledgerCtx)
 		switch {
 		case ledgerCtx.Err() == nil:

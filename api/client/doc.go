@@ -1,0 +1,55 @@
+// Package client is the Go SDK for systems that emit personal-information
+// lifecycle events to piledger (emitters).
+//
+// A [Client] talks gRPC to a piledger server. Build events with the
+// operation types ([Collect], [Store], [Use], ..., [PurposeEnded]), which
+// carry exactly the fields their operation allows, and send them either:
+//
+//   - with [Client.Emit]: queued and batched in the background with the
+//     events of every other goroutine (count, byte and delay thresholds, like
+//     Google Cloud Pub/Sub's publisher), returning a [Pending] whose Get
+//     gives the event's [Receipt]; [Client.Flush] and [Client.Close] drain
+//     the queue; or
+//   - with [Client.Append]: one caller-chosen batch, appended atomically and
+//     synchronously.
+//
+// # Durability
+//
+// A receipt means the event is durably recorded: the server acknowledges a
+// batch only once JetStream has written the block holding it to disk and
+// fsynced it (the embedded server runs with sync always; an external NATS
+// must be configured with sync_interval: always, as deploy/nats does). The
+// receipt's Index is the event's permanent position in the log.
+//
+// # Idempotency and retries
+//
+// Every event has an id, its idempotency key: the caller's, or a UUIDv7 the
+// client generates once, before the first attempt. Calls that fail with
+// UNAVAILABLE, RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED are retried with
+// exponential backoff and jitter ([RetryPolicy]) and the same ids; the
+// server records an id at most once and answers a repeat with the original
+// receipt. So an event is in the log once however often it was sent, even
+// across server restarts and lost answers.
+//
+// # Errors
+//
+// Errors are values to test with errors.Is and errors.As, never messages to
+// parse: [ErrInvalidEvent] with [InvalidEventError] and its
+// [FieldViolation]s (the server's google.rpc.BadRequest, also unpacked from
+// raw gRPC errors by [FieldViolations]), [ErrUnavailable], [ErrPushback],
+// [ErrClosed] and [ErrInvalidOption]. [Reason] returns the server's
+// google.rpc.ErrorInfo reason.
+//
+// # Credentials
+//
+// The connection uses TLS with the system's roots unless told otherwise:
+// [WithTLSConfig] or [WithTLSFiles] (custom roots, mutual TLS), or
+// [WithInsecure] for a server on the same machine. [WithAPIKey] sends an API
+// key with every call.
+//
+// # Dependencies
+//
+// The package depends only on the generated piledger protocol, gRPC, the
+// google.rpc error details and github.com/google/uuid — never on the server
+// side (NATS, Pebble, Tink or key providers). A test enforces this.
+package client
