@@ -251,18 +251,31 @@ provisions, destructions, consents, and every access with who and why.
 }
 
 func newExportCmd(getenv func(string) string) *cobra.Command {
-	var fl readFlags
+	var (
+		fl  readFlags
+		out string
+	)
 	cmd := &cobra.Command{
-		Use:   "export REF",
-		Short: "Export everything about a subject as one JSON document",
+		Use:   "export REF | export --out FILE",
+		Short: "Export everything about a subject as one JSON document, or the whole log as a bundle",
 		Long: `Export everything the ledger's read models hold about a subject — data map,
 every event, consents — as one JSON document (SubjectExport, protobuf JSON):
 the basis of an answer to an access request (PIPL Art. 45).
 
 ` + cliUse + `
 
---output table prints the same as where, timeline and the consents, as tables.`,
-		Args: oneSubject,
+--output table prints the same as where, timeline and the consents, as tables.
+
+With --out FILE and no REF it writes the whole log as a verifiable bundle
+instead, the same as piledger log export --out FILE.`,
+		Example: `  piledger export resident-42 --reason "access request 2026-77"
+  piledger export --out ledger.bundle`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if out != "" {
+				return cobra.NoArgs(cmd, args)
+			}
+			return oneSubject(cmd, args)
+		},
 		RunE: fl.subjectRun(getenv, func(ctx context.Context, cmd *cobra.Command, c *readClients, p string) error {
 			out, err := c.subjects.ExportSubject(ctx, &piledgerv1.ExportSubjectRequest{Name: "subjects/" + p, MinIndex: fl.index()})
 			if err != nil {
@@ -294,6 +307,17 @@ the basis of an answer to an access request (PIPL Art. 45).
 		}),
 	}
 	addReadFlags(cmd, getenv, &fl, "json")
+	cmd.Flags().StringVarP(&out, "out", "O", "", "write the whole log as a bundle to this file instead (\"-\": stdout)")
+	subject := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if out == "" {
+			return subject(cmd, args)
+		}
+		if err := fl.conn.resolve(getenv); err != nil {
+			return err
+		}
+		return exportLog(cmd.Context(), fl.conn, out, cmd.OutOrStdout(), cmd.ErrOrStderr())
+	}
 	return cmd
 }
 

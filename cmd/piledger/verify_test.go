@@ -268,6 +268,14 @@ func TestExportAndVerifyEndToEnd(t *testing.T) {
 	if code, out, errOut := cli(t, nil, "", "log", "export", "--server", s.addr, "--out", bundle); code != exitOK || !strings.Contains(errOut, "wrote 14 events") {
 		t.Fatalf("log export: exit %d\n%s%s", code, out, errOut)
 	}
+	// `piledger export --out FILE` (no subject) writes the same bundle.
+	bundle2 := filepath.Join(dir, "ledger2.bundle")
+	if code, out, errOut := cli(t, nil, "", "export", "--server", s.addr, "--out", bundle2); code != exitOK || !strings.Contains(errOut, "wrote 14 events") {
+		t.Fatalf("export --out: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, nil, "", "verify", bundle2, "--key", s.verifierKey); code != exitOK {
+		t.Fatalf("verify the export --out bundle: exit %d\n%s%s", code, out, errOut)
+	}
 	code, out, errOut = cli(t, nil, "", "verify", bundle, "--key", s.verifierKey)
 	if code != exitOK || !strings.Contains(out, "verified: 14 events in 4 blocks") || !regexp.MustCompile(`OPERATION_STORE +14\n`).MatchString(out) {
 		t.Fatalf("verify the export: exit %d\n%s%s", code, out, errOut)
