@@ -18,4 +18,16 @@
 //   - Key index ([KeyringConfig.IndexDir], one per node): Pebble, mapping
 //     (pseudonym, generation) to key-stream sequences. No key bytes.
 //   - Memory: unwrapped keys in a bounded LRU per node.
+//
+// # Crypto-shredding
+//
+// [Keyring.Destroy] publishes an erasure marker on <prefix>.keys.erased,
+// which every node's follower applies in key-stream order (the destroyed
+// generations leave the index and the cache; a tombstone keeps the highest
+// destroyed generation, so SealingKey creates the next one and never an old
+// one again), and then removes each destroyed key message with
+// SecureDeleteMsg. It is idempotent, so repeating it completes an erasure a
+// crash interrupted. [SignErasureReceipt] signs the receipt with the
+// ledger's [LogSigner]; [VerifyErasureReceipt] checks it offline. See
+// docs/ERASURE.md.
 package crypto

@@ -21,6 +21,8 @@ import (
 // Keys:
 //
 //	'k' | len(pseudonym) u8 | pseudonym | generation u32 | sequence u64 → empty
+//	'd' | len(pseudonym) u8 | pseudonym → erasure tombstone (see erase.go)
+//	'p' | len(pseudonym) u8 | pseudonym | sequence u64 → empty: a destroyed key message to SecureDelete
 //	"m/applied" → last applied key-stream sequence, u64
 //	"m/stream"  → identity of the key stream the index was built from
 //
@@ -74,6 +76,8 @@ func (x *index) checkIdentity(identity []byte) error {
 	b := x.db.NewBatch()
 	defer b.Close()
 	_ = b.DeleteRange(entriesStart, entriesEnd, nil)
+	_ = b.DeleteRange([]byte{'d'}, []byte{'d' + 1}, nil) // tombstones
+	_ = b.DeleteRange([]byte{'p'}, []byte{'p' + 1}, nil) // keys to shred
 	_ = b.Delete(appliedKey, nil)
 	_ = b.Set(streamIdentityKey, identity, nil)
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -111,7 +115,18 @@ func (x *index) add(b *pebble.Batch, msg jetstream.Msg, subjectKeys string) (seq
 	if msg.Subject() == subjectKeys {
 		var wk piledgerv1.WrappedKey
 		if proto.Unmarshal(msg.Data(), &wk) == nil && validPseudonym(wk.Pseudonym) && wk.Generation > 0 {
-			if err := b.Set(entryKey(wk.Pseudonym, wk.Generation, seq), nil, nil); err != nil {
+			// A key of a generation an erasure already destroyed (created
+			// by a node that had not applied the marker yet) never seals
+			// anything: it is only to be shredded.
+			destroyed, _, _, err := x.tombstone(wk.Pseudonym)
+			if err != nil {
+				return 0, 0, err
+			}
+			key := entryKey(wk.Pseudonym, wk.Generation, seq)
+			if wk.Generation <= destroyed {
+				key = shredKey(wk.Pseudonym, seq)
+			}
+			if err := b.Set(key, nil, nil); err != nil {
 				return 0, 0, err
 			}
 		}

@@ -147,7 +147,8 @@ type SubjectKey struct {
 // caches unwrapped keys in a bounded LRU.
 //
 // Wrapped key bytes live only in the key stream, so that erasing a subject
-// (a later SecureDeleteMsg of its key messages) erases them.
+// ([Keyring.Destroy]: an erasure marker, then SecureDeleteMsg of its key
+// messages) erases them.
 //
 // A Keyring is safe for concurrent use. It MUST NOT be used after Close.
 type Keyring struct {
@@ -161,6 +162,8 @@ type Keyring struct {
 	idx         *index
 	cache       *lru.Cache[string, SubjectKey] // pseudonym → latest key
 	flight      singleflight.Group
+	cacheMu     sync.Mutex // orders cache additions with erasure evictions
+	erased      string     // <prefix>.keys.erased
 
 	follower  jetstream.MessagesContext
 	done      chan struct{} // closed when follow returns
@@ -176,7 +179,9 @@ type Keyring struct {
 // OpenKeyring opens the keyring on the key stream cfg.StreamName, creating
 // the stream (and the pseudonym PRF key) if missing, and catches its index
 // up with the stream. When it returns, every key in the stream at the time of
-// the call is in the index.
+// the call is in the index, and every key message an erasure destroyed
+// but did not delete (a crash between its marker and its deletions) is
+// deleted.
 //
 // It returns an error wrapping ErrUnsafeKeyStream if the stream exists with
 // a configuration that could lose keys or keep erased ones, and one wrapping
@@ -218,6 +223,7 @@ func OpenKeyring(ctx context.Context, js jetstream.JetStream, kek KEK, cfg Keyri
 		cfg:         cfg,
 		subjectKeys: cfg.Prefix + subjectKeyToken,
 		allKeys:     cfg.Prefix + keysToken + ".>",
+		erased:      cfg.Prefix + erasedToken,
 		pseudo:      pseudo,
 		idx:         idx,
 		cache:       cache,
@@ -238,6 +244,10 @@ func OpenKeyring(ctx context.Context, js jetstream.JetStream, kek KEK, cfg Keyri
 	}
 	go k.follow()
 	if err := k.refresh(ctx); err != nil {
+		k.Close()
+		return nil, err
+	}
+	if err := k.completeErasures(ctx); err != nil {
 		k.Close()
 		return nil, err
 	}
@@ -305,21 +315,37 @@ func (k *Keyring) sealingKey(ctx context.Context, pseudonym string) (SubjectKey,
 	if sk, ok := k.cache.Peek(pseudonym); ok {
 		return sk, nil // loaded by a flight that ended while this one was starting
 	}
-	gen, seq, err := k.lookup(ctx, pseudonym, 0)
-	var a tink.AEAD
-	switch {
-	case errors.Is(err, ErrKeyNotFound):
-		gen = 1
-		a, err = k.create(ctx, pseudonym, gen)
-	case err == nil:
-		a, err = k.load(ctx, pseudonym, gen, seq)
+	// An erasure applied between the lookup and caching makes the loaded key
+	// stale: look again (the next lookup sees the tombstone).
+	for attempt := 0; ; attempt++ {
+		gen, seq, err := k.lookup(ctx, pseudonym, 0)
+		var a tink.AEAD
+		switch {
+		case errors.Is(err, ErrKeyNotFound):
+			// A destroyed generation is never created again.
+			var destroyed uint32
+			if destroyed, _, _, err = k.idx.tombstone(pseudonym); err == nil {
+				gen = destroyed + 1
+				a, err = k.create(ctx, pseudonym, gen)
+			}
+		case err == nil:
+			a, err = k.load(ctx, pseudonym, gen, seq)
+		}
+		if err != nil {
+			return SubjectKey{}, err
+		}
+		sk := SubjectKey{Generation: gen, AEAD: a}
+		live, err := k.cacheIfLive(pseudonym, sk, true)
+		if err != nil {
+			return SubjectKey{}, err
+		}
+		if live {
+			return sk, nil
+		}
+		if attempt == 2 {
+			return SubjectKey{}, fmt.Errorf("%w: generation %d", ErrShredded, gen)
+		}
 	}
-	if err != nil {
-		return SubjectKey{}, err
-	}
-	sk := SubjectKey{Generation: gen, AEAD: a}
-	k.cache.Add(pseudonym, sk)
-	return sk, nil
 }
 
 // OpeningKey returns the subject's key of one generation, to open what it
@@ -357,10 +383,17 @@ func (k *Keyring) openingKey(ctx context.Context, pseudonym string, generation u
 		return nil, err
 	}
 	// Cache only the subject's latest key: it is the one SealingKey returns.
-	if latest, _, ok, err := k.idx.find(pseudonym, 0); err == nil && ok && latest == generation {
-		if sk, ok := k.cache.Peek(pseudonym); !ok || sk.Generation < generation {
-			k.cache.Add(pseudonym, SubjectKey{Generation: generation, AEAD: a})
-		}
+	latest, _, ok, err := k.idx.find(pseudonym, 0)
+	add := err == nil && ok && latest == generation
+	if sk, ok := k.cache.Peek(pseudonym); ok && sk.Generation >= generation {
+		add = false
+	}
+	live, err := k.cacheIfLive(pseudonym, SubjectKey{Generation: generation, AEAD: a}, add)
+	if err != nil {
+		return nil, err
+	}
+	if !live {
+		return nil, fmt.Errorf("%w: generation %d", ErrShredded, generation)
 	}
 	return a, nil
 }
@@ -374,6 +407,13 @@ func (k *Keyring) lookup(ctx context.Context, pseudonym string, gen uint32) (uin
 		g, seq, ok, err := k.idx.find(pseudonym, gen)
 		if err != nil || ok {
 			return g, seq, err
+		}
+		if gen != 0 {
+			if destroyed, _, _, err := k.idx.tombstone(pseudonym); err != nil {
+				return 0, 0, err
+			} else if gen <= destroyed {
+				return 0, 0, fmt.Errorf("%w: generation %d", ErrShredded, gen)
+			}
 		}
 		if refreshed {
 			return 0, 0, fmt.Errorf("%w: generation %d", ErrKeyNotFound, gen)
@@ -509,6 +549,11 @@ func (k *Keyring) follow() {
 		switch {
 		case errors.Is(err, nats.ErrTimeout):
 			err = flush()
+		case err == nil && msg.Subject() == k.erased:
+			// An erasure marker: apply what precedes it, then it alone.
+			if err = flush(); err == nil {
+				err = k.applyMarker(msg)
+			}
 		case err == nil:
 			var pending uint64
 			last, pending, err = k.idx.add(b, msg, k.subjectKeys)
@@ -528,6 +573,27 @@ func (k *Keyring) follow() {
 			return
 		}
 	}
+}
+
+// applyMarker applies an erasure marker from the key stream.
+func (k *Keyring) applyMarker(msg jetstream.Msg) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("crypto: key stream message: %w", err)
+	}
+	seq := meta.Sequence.Stream
+	if p, gen, ok := parseMarker(msg.Data()); ok {
+		err = k.idx.applyErasure(k, p, gen, seq)
+	} else {
+		b := k.idx.db.NewBatch()
+		defer b.Close()
+		err = k.idx.commit(b, seq) // malformed: only advance
+	}
+	if err != nil {
+		return err
+	}
+	k.advance(seq, nil)
+	return nil
 }
 
 // advance records that the index holds the key stream up to seq, or that
