@@ -56,6 +56,7 @@ type authStack struct {
 	srv        *api.Server
 	led        *ledger.Ledger
 	keys       *crypto.Keyring
+	tlog       *transparency.Log
 	baseURL    string
 	metricsURL string
 	logs       *syncBuffer
@@ -155,12 +156,17 @@ func startAuthStack(t testing.TB, cfg api.Config, pki *testPKI) *authStack {
 		scheme = "https"
 		s.client.Transport = &http.Transport{TLSClientConfig: pki.clientConfig(nil)}
 	}
-	srv, err := api.New(cfg, led, logger, api.WithReadModels(store))
+	receiptSigner, err := keys.LogSigner(ctx, tl.Origin())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(cfg, led, logger, api.WithReadModels(store), api.WithErasure(keys, receiptSigner))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.ServeTransparency(tl)
 	s.srv = srv
+	s.tlog = tl
 	s.baseURL = scheme + "://" + srv.HTTPAddr()
 	s.metricsURL = "http://" + srv.MetricsAddr() + "/metrics"
 

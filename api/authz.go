@@ -123,6 +123,13 @@ var policies = map[string]policy{
 		reasonRoles:  rolesOf(RoleAdmin),
 		access:       &accessRule{kind: piledgerv1.AccessKind_ACCESS_KIND_COPY},
 	},
+	// Erasure: a data subject erases themself; an admin anyone, saying why.
+	// It returns a receipt, no person's records.
+	piledgerv1.SubjectService_EraseSubject_FullMethodName: {
+		roles:        rolesOf(RoleSubject, RoleAdmin),
+		subjectField: "name",
+		reasonRoles:  rolesOf(RoleAdmin),
+	},
 
 	// Holdings due for destruction name subjects: an emitter sees its own,
 	// and every read is recorded for each subject listed.

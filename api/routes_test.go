@@ -200,6 +200,13 @@ func TestRouteTable(t *testing.T) {
 			allowed:   []string{"authorization", s.bearer(t, api.RoleAdmin, "ops-1"), "x-piledger-reason", "route table test"},
 			forbidden: map[string]string{"another subject": subjectA, "an emitter": shop, "a regulator": regulator},
 		},
+		piledgerv1.SubjectService_EraseSubject_FullMethodName: {
+			// Another subject than the victim, so that the other cases still
+			// read the victim's records.
+			req:       &piledgerv1.EraseSubjectRequest{Name: "subjects/" + s.keys.Pseudonym(s.ref(203))},
+			allowed:   []string{"authorization", s.bearer(t, api.RoleAdmin, "ops-1"), "x-piledger-reason", "route table test"},
+			forbidden: map[string]string{"another subject": subjectA, "an emitter": shop, "a regulator": regulator},
+		},
 		piledgerv1.HoldingService_ListDueHoldings_FullMethodName: {
 			req:       &piledgerv1.ListDueHoldingsRequest{Processor: "city-police"},
 			allowed:   []string{"authorization", s.key("city-police")},

@@ -2,14 +2,18 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/piledger/piledger/crypto"
 	"github.com/piledger/piledger/ledger"
@@ -47,6 +51,16 @@ type Option func(*options)
 
 type options struct {
 	readModels ReadModels
+	keys       *crypto.Keyring
+	signer     *crypto.LogSigner
+}
+
+// WithErasure serves SubjectService.EraseSubject: keys destroys the
+// subject's keys and signer (the transparency log's signing key) signs the
+// receipt. Without it (or without WithReadModels) EraseSubject answers
+// UNIMPLEMENTED.
+func WithErasure(keys *crypto.Keyring, signer *crypto.LogSigner) Option {
+	return func(o *options) { o.keys, o.signer = keys, signer }
 }
 
 // WithReadModels serves the SubjectService and HoldingService over rm.
@@ -61,7 +75,7 @@ func (o *options) register(s *grpc.Server, hs *health.Server, logger *slog.Logge
 	if o.readModels == nil {
 		return
 	}
-	piledgerv1.RegisterSubjectServiceServer(s, &subjectService{rm: o.readModels, logger: logger})
+	piledgerv1.RegisterSubjectServiceServer(s, &subjectService{rm: o.readModels, keys: o.keys, signer: o.signer, logger: logger})
 	piledgerv1.RegisterHoldingServiceServer(s, &holdingService{rm: o.readModels, logger: logger})
 	hs.SetServingStatus(piledgerv1.SubjectService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(piledgerv1.HoldingService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -71,6 +85,8 @@ func (o *options) register(s *grpc.Server, hs *health.Server, logger *slog.Logge
 type subjectService struct {
 	piledgerv1.UnimplementedSubjectServiceServer
 	rm     ReadModels
+	keys   *crypto.Keyring   // nil: no erasure
+	signer *crypto.LogSigner // signs erasure receipts
 	logger *slog.Logger
 }
 
@@ -139,6 +155,68 @@ func (s *subjectService) ExportSubject(ctx context.Context, req *piledgerv1.Expo
 	}
 	out, err := s.rm.Export(ctx, p, req.MinIndex)
 	return out, toStatus(ctx, s.logger, err)
+}
+
+// kekRetention is how long after an erasure the receipt promises the
+// remnants (wrapped-key copies in backups, replicas, freed blocks) become
+// irrecoverable: the KEK epoch is retired by then (operator procedure,
+// docs/ERASURE.md).
+const kekRetention = 30 * 24 * time.Hour
+
+// EraseSubject implements piledgerv1.SubjectServiceServer: it destroys the
+// subject's keys and returns a signed receipt. Repeating it is harmless.
+func (s *subjectService) EraseSubject(ctx context.Context, req *piledgerv1.EraseSubjectRequest) (*piledgerv1.ErasureReceipt, error) {
+	if s.keys == nil || s.signer == nil {
+		return s.UnimplementedSubjectServiceServer.EraseSubject(ctx, req)
+	}
+	var v violations
+	p := v.subject("name", req.GetName(), "")
+	if err := v.err(); err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	rep, err := s.keys.Destroy(ctx, p)
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	r := &crypto.ErasureReceipt{Subject: p, ErasedAt: now, Locations: s.keys.KeyStoreLocations(rep, now.Add(kekRetention))}
+	if rep.Generations == 0 && len(r.Locations) > 0 && r.Locations[0].Name == "key-store" {
+		// A subject the ledger never made a key for: say so rather than
+		// "generations 1..0".
+		r.Locations[0].Detail = "no key of the subject existed; nothing to destroy"
+	}
+	// The read models decrypt rows with the subject's key at read time: with
+	// the key gone they show nothing of the subject's records.
+	shredded := "no holding of the subject is recorded"
+	if dm, err := s.rm.DataMap(ctx, p, nil); err == nil {
+		shredded = strconv.Itoa(int(dm.GetShreddedHoldingCount())) + " holding(s) now unreadable"
+	} else if !errors.Is(err, projections.ErrNotFound) {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	r.Locations = append(r.Locations,
+		crypto.ErasureLocation{Name: "read-models", State: crypto.LocationDone,
+			Detail: "rows are sealed under the destroyed key; " + shredded},
+		crypto.ErasureLocation{Name: "log-entries", State: crypto.LocationDone,
+			Detail: "every entry sealed under a destroyed generation is unreadable (replays as shredded); count not computed"},
+		crypto.ErasureLocation{Name: "external-systems", State: crypto.LocationOutOfScope,
+			Detail: "copies held by emitters"},
+	)
+	msg, err := crypto.SignErasureReceipt(r, s.signer)
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	out := &piledgerv1.ErasureReceipt{
+		Name: projections.SubjectName(p), Pseudonym: p,
+		EraseTime: timestamppb.New(now), SignedNote: string(msg),
+	}
+	for _, l := range r.Locations {
+		pl := &piledgerv1.ErasureLocation{Name: l.Name, State: l.State, Detail: l.Detail}
+		if l.State == crypto.LocationPending {
+			pl.UntilTime = timestamppb.New(l.Until)
+		}
+		out.Locations = append(out.Locations, pl)
+	}
+	return out, nil
 }
 
 // ListDueHoldings implements piledgerv1.HoldingServiceServer.

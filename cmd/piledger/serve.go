@@ -194,7 +194,12 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 	if err != nil {
 		return err
 	}
-	srv, err := api.New(apiCfg, led, logger, api.WithReadModels(store))
+	// Erasure receipts are signed with the checkpoints' key and name.
+	receiptSigner, err := keys.LogSigner(ctx, tl.Origin())
+	if err != nil {
+		return err
+	}
+	srv, err := api.New(apiCfg, led, logger, api.WithReadModels(store), api.WithErasure(keys, receiptSigner))
 	if err != nil {
 		return err
 	}

@@ -321,6 +321,68 @@ instead, the same as piledger log export --out FILE.`,
 	return cmd
 }
 
+func newEraseCmd(getenv func(string) string) *cobra.Command {
+	var (
+		fl  readFlags
+		yes bool
+	)
+	cmd := &cobra.Command{
+		Use:   "erase REF --yes",
+		Short: "Erase a subject by crypto-shredding, and print the signed receipt",
+		Long: `Erase a subject: every generation of the subject's key is destroyed on every
+node, so the subject's log entries and read-model rows can no longer be
+decrypted. This cannot be undone; --yes is required.
+
+` + cliUse + `
+
+It prints the erasure receipt: each place the subject's data could live, with
+what was done there (DONE), what is still pending and until when (PENDING),
+and what is outside the ledger (OUT_OF_SCOPE), then the receipt as a signed
+note, which anyone verifies offline with the ledger's verifier key.
+Erasing a subject again is harmless. Admins must give --reason.
+
+--output json prints the ErasureReceipt (protobuf JSON).`,
+		Example: `  echo C-104211 | piledger erase - --yes --reason "erasure request 2026-12"`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := oneSubject(cmd, args); err != nil {
+				return err
+			}
+			if !yes {
+				return usageError(errors.New("erasing a subject cannot be undone: pass --yes to confirm"))
+			}
+			return nil
+		},
+		RunE: fl.subjectRun(getenv, func(ctx context.Context, cmd *cobra.Command, c *readClients, p string) error {
+			r, err := c.subjects.EraseSubject(ctx, &piledgerv1.EraseSubjectRequest{Name: "subjects/" + p})
+			if err != nil {
+				return rpcError(err, c.server, cmd.ErrOrStderr())
+			}
+			w := cmd.OutOrStdout()
+			if fl.output == "json" {
+				return printJSON(w, r)
+			}
+			fmt.Fprintf(w, "Erased %s at %s.\n\n", r.GetName(), r.GetEraseTime().AsTime().Format(time.RFC3339))
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "LOCATION\tSTATE\tDETAIL")
+			for _, l := range r.GetLocations() {
+				state := l.GetState()
+				if l.GetUntilTime() != nil {
+					state += " until " + date(l.GetUntilTime())
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", l.GetName(), state, l.GetDetail())
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "\nSigned receipt (verify with the ledger's verifier key):\n\n%s", r.GetSignedNote())
+			return nil
+		}),
+	}
+	addReadFlags(cmd, getenv, &fl, "table")
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm the erasure (it cannot be undone)")
+	return cmd
+}
+
 func newDueCmd(getenv func(string) string) *cobra.Command {
 	var (
 		fl        readFlags

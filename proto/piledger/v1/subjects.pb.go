@@ -1138,6 +1138,212 @@ func (x *ExportSubjectRequest) GetMinIndex() uint64 {
 	return 0
 }
 
+// EraseSubjectRequest names the subject to erase.
+type EraseSubjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. "subjects/{pseudonym}", or "subjects/me" for the calling data
+	// subject.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EraseSubjectRequest) Reset() {
+	*x = EraseSubjectRequest{}
+	mi := &file_piledger_v1_subjects_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EraseSubjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EraseSubjectRequest) ProtoMessage() {}
+
+func (x *EraseSubjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_piledger_v1_subjects_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EraseSubjectRequest.ProtoReflect.Descriptor instead.
+func (*EraseSubjectRequest) Descriptor() ([]byte, []int) {
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *EraseSubjectRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ErasureReceipt is the signed statement of what an erasure did, place by
+// place.
+type ErasureReceipt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "subjects/{pseudonym}".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The erased subject's pseudonym.
+	Pseudonym string `protobuf:"bytes,2,opt,name=pseudonym,proto3" json:"pseudonym,omitempty"`
+	// When the erasure was done.
+	EraseTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=erase_time,json=eraseTime,proto3" json:"erase_time,omitempty"`
+	// The receipt as a C2SP signed note, signed by the ledger's log signing
+	// key: verify it offline with the verifier key of GetVerifierKey.
+	SignedNote string `protobuf:"bytes,4,opt,name=signed_note,json=signedNote,proto3" json:"signed_note,omitempty"`
+	// The places listed on the receipt, in its order (parsed from
+	// signed_note).
+	Locations     []*ErasureLocation `protobuf:"bytes,5,rep,name=locations,proto3" json:"locations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErasureReceipt) Reset() {
+	*x = ErasureReceipt{}
+	mi := &file_piledger_v1_subjects_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErasureReceipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErasureReceipt) ProtoMessage() {}
+
+func (x *ErasureReceipt) ProtoReflect() protoreflect.Message {
+	mi := &file_piledger_v1_subjects_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErasureReceipt.ProtoReflect.Descriptor instead.
+func (*ErasureReceipt) Descriptor() ([]byte, []int) {
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ErasureReceipt) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ErasureReceipt) GetPseudonym() string {
+	if x != nil {
+		return x.Pseudonym
+	}
+	return ""
+}
+
+func (x *ErasureReceipt) GetEraseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EraseTime
+	}
+	return nil
+}
+
+func (x *ErasureReceipt) GetSignedNote() string {
+	if x != nil {
+		return x.SignedNote
+	}
+	return ""
+}
+
+func (x *ErasureReceipt) GetLocations() []*ErasureLocation {
+	if x != nil {
+		return x.Locations
+	}
+	return nil
+}
+
+// ErasureLocation is one place the subject's data could live and what the
+// erasure did there.
+type ErasureLocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The place, e.g. "key-store", "read-models", "log-entries".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "DONE", "PENDING" or "OUT_OF_SCOPE".
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// For a PENDING place, when it is expected to be done.
+	UntilTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=until_time,json=untilTime,proto3" json:"until_time,omitempty"`
+	// What was done, or is still pending, there.
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErasureLocation) Reset() {
+	*x = ErasureLocation{}
+	mi := &file_piledger_v1_subjects_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErasureLocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErasureLocation) ProtoMessage() {}
+
+func (x *ErasureLocation) ProtoReflect() protoreflect.Message {
+	mi := &file_piledger_v1_subjects_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErasureLocation.ProtoReflect.Descriptor instead.
+func (*ErasureLocation) Descriptor() ([]byte, []int) {
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ErasureLocation) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ErasureLocation) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ErasureLocation) GetUntilTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UntilTime
+	}
+	return nil
+}
+
+func (x *ErasureLocation) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 // SubjectExport is everything the read models hold about one subject.
 type SubjectExport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1162,7 +1368,7 @@ type SubjectExport struct {
 
 func (x *SubjectExport) Reset() {
 	*x = SubjectExport{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[9]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1380,7 @@ func (x *SubjectExport) String() string {
 func (*SubjectExport) ProtoMessage() {}
 
 func (x *SubjectExport) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[9]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1393,7 @@ func (x *SubjectExport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectExport.ProtoReflect.Descriptor instead.
 func (*SubjectExport) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{9}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubjectExport) GetName() string {
@@ -1263,7 +1469,7 @@ type ConsentStatus struct {
 
 func (x *ConsentStatus) Reset() {
 	*x = ConsentStatus{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[10]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1481,7 @@ func (x *ConsentStatus) String() string {
 func (*ConsentStatus) ProtoMessage() {}
 
 func (x *ConsentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[10]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1494,7 @@ func (x *ConsentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentStatus.ProtoReflect.Descriptor instead.
 func (*ConsentStatus) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{10}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConsentStatus) GetProcessor() string {
@@ -1363,7 +1569,7 @@ type ListDueHoldingsRequest struct {
 
 func (x *ListDueHoldingsRequest) Reset() {
 	*x = ListDueHoldingsRequest{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[11]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1581,7 @@ func (x *ListDueHoldingsRequest) String() string {
 func (*ListDueHoldingsRequest) ProtoMessage() {}
 
 func (x *ListDueHoldingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[11]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1594,7 @@ func (x *ListDueHoldingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDueHoldingsRequest.ProtoReflect.Descriptor instead.
 func (*ListDueHoldingsRequest) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{11}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListDueHoldingsRequest) GetBefore() *timestamppb.Timestamp {
@@ -1448,7 +1654,7 @@ type ListDueHoldingsResponse struct {
 
 func (x *ListDueHoldingsResponse) Reset() {
 	*x = ListDueHoldingsResponse{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[12]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1666,7 @@ func (x *ListDueHoldingsResponse) String() string {
 func (*ListDueHoldingsResponse) ProtoMessage() {}
 
 func (x *ListDueHoldingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[12]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1679,7 @@ func (x *ListDueHoldingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDueHoldingsResponse.ProtoReflect.Descriptor instead.
 func (*ListDueHoldingsResponse) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{12}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListDueHoldingsResponse) GetHoldings() []*Holding {
@@ -1531,7 +1737,7 @@ type ListPurposeHoldingsRequest struct {
 
 func (x *ListPurposeHoldingsRequest) Reset() {
 	*x = ListPurposeHoldingsRequest{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[13]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1749,7 @@ func (x *ListPurposeHoldingsRequest) String() string {
 func (*ListPurposeHoldingsRequest) ProtoMessage() {}
 
 func (x *ListPurposeHoldingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[13]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1762,7 @@ func (x *ListPurposeHoldingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPurposeHoldingsRequest.ProtoReflect.Descriptor instead.
 func (*ListPurposeHoldingsRequest) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{13}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListPurposeHoldingsRequest) GetParent() string {
@@ -1604,7 +1810,7 @@ type ListPurposeHoldingsResponse struct {
 
 func (x *ListPurposeHoldingsResponse) Reset() {
 	*x = ListPurposeHoldingsResponse{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[14]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1822,7 @@ func (x *ListPurposeHoldingsResponse) String() string {
 func (*ListPurposeHoldingsResponse) ProtoMessage() {}
 
 func (x *ListPurposeHoldingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[14]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1835,7 @@ func (x *ListPurposeHoldingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPurposeHoldingsResponse.ProtoReflect.Descriptor instead.
 func (*ListPurposeHoldingsResponse) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{14}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListPurposeHoldingsResponse) GetPurposeHoldings() []*PurposeHolding {
@@ -1678,7 +1884,7 @@ type PurposeHolding struct {
 
 func (x *PurposeHolding) Reset() {
 	*x = PurposeHolding{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[15]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1896,7 @@ func (x *PurposeHolding) String() string {
 func (*PurposeHolding) ProtoMessage() {}
 
 func (x *PurposeHolding) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[15]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1909,7 @@ func (x *PurposeHolding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurposeHolding.ProtoReflect.Descriptor instead.
 func (*PurposeHolding) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{15}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PurposeHolding) GetProcessor() string {
@@ -1761,7 +1967,7 @@ type CategoryCount struct {
 
 func (x *CategoryCount) Reset() {
 	*x = CategoryCount{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[16]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1979,7 @@ func (x *CategoryCount) String() string {
 func (*CategoryCount) ProtoMessage() {}
 
 func (x *CategoryCount) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[16]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1992,7 @@ func (x *CategoryCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CategoryCount.ProtoReflect.Descriptor instead.
 func (*CategoryCount) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{16}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CategoryCount) GetDataCategory() string {
@@ -1887,7 +2093,23 @@ const file_piledger_v1_subjects_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\tmin_index\x18\x02 \x01(\x04H\x00R\bminIndex\x88\x01\x01B\f\n" +
 	"\n" +
-	"_min_index\"\xb5\x02\n" +
+	"_min_index\")\n" +
+	"\x13EraseSubjectRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xda\x01\n" +
+	"\x0eErasureReceipt\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tpseudonym\x18\x02 \x01(\tR\tpseudonym\x129\n" +
+	"\n" +
+	"erase_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\teraseTime\x12\x1f\n" +
+	"\vsigned_note\x18\x04 \x01(\tR\n" +
+	"signedNote\x12:\n" +
+	"\tlocations\x18\x05 \x03(\v2\x1c.piledger.v1.ErasureLocationR\tlocations\"\x8e\x01\n" +
+	"\x0fErasureLocation\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x129\n" +
+	"\n" +
+	"until_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tuntilTime\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\xb5\x02\n" +
 	"\rSubjectExport\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tpseudonym\x18\x02 \x01(\tR\tpseudonym\x12;\n" +
@@ -1972,13 +2194,14 @@ const file_piledger_v1_subjects_proto_rawDesc = "" +
 	"\fConsentState\x12\x1d\n" +
 	"\x19CONSENT_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15CONSENT_STATE_GRANTED\x10\x01\x12\x1b\n" +
-	"\x17CONSENT_STATE_WITHDRAWN\x10\x022\xe3\x02\n" +
+	"\x17CONSENT_STATE_WITHDRAWN\x10\x022\xb2\x03\n" +
 	"\x0eSubjectService\x12Y\n" +
 	"\x0eResolveSubject\x12\".piledger.v1.ResolveSubjectRequest\x1a#.piledger.v1.ResolveSubjectResponse\x12B\n" +
 	"\n" +
 	"GetDataMap\x12\x1e.piledger.v1.GetDataMapRequest\x1a\x14.piledger.v1.DataMap\x12b\n" +
 	"\x11ListSubjectEvents\x12%.piledger.v1.ListSubjectEventsRequest\x1a&.piledger.v1.ListSubjectEventsResponse\x12N\n" +
-	"\rExportSubject\x12!.piledger.v1.ExportSubjectRequest\x1a\x1a.piledger.v1.SubjectExport2\xd8\x01\n" +
+	"\rExportSubject\x12!.piledger.v1.ExportSubjectRequest\x1a\x1a.piledger.v1.SubjectExport\x12M\n" +
+	"\fEraseSubject\x12 .piledger.v1.EraseSubjectRequest\x1a\x1b.piledger.v1.ErasureReceipt2\xd8\x01\n" +
 	"\x0eHoldingService\x12\\\n" +
 	"\x0fListDueHoldings\x12#.piledger.v1.ListDueHoldingsRequest\x1a$.piledger.v1.ListDueHoldingsResponse\x12h\n" +
 	"\x13ListPurposeHoldings\x12'.piledger.v1.ListPurposeHoldingsRequest\x1a(.piledger.v1.ListPurposeHoldingsResponseB;Z9github.com/piledger/piledger/proto/piledger/v1;piledgerv1b\x06proto3"
@@ -1996,7 +2219,7 @@ func file_piledger_v1_subjects_proto_rawDescGZIP() []byte {
 }
 
 var file_piledger_v1_subjects_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_piledger_v1_subjects_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_piledger_v1_subjects_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_piledger_v1_subjects_proto_goTypes = []any{
 	(HoldingState)(0),                   // 0: piledger.v1.HoldingState
 	(Provenance)(0),                     // 1: piledger.v1.Provenance
@@ -2011,69 +2234,77 @@ var file_piledger_v1_subjects_proto_goTypes = []any{
 	(*ListSubjectEventsResponse)(nil),   // 10: piledger.v1.ListSubjectEventsResponse
 	(*SubjectEvent)(nil),                // 11: piledger.v1.SubjectEvent
 	(*ExportSubjectRequest)(nil),        // 12: piledger.v1.ExportSubjectRequest
-	(*SubjectExport)(nil),               // 13: piledger.v1.SubjectExport
-	(*ConsentStatus)(nil),               // 14: piledger.v1.ConsentStatus
-	(*ListDueHoldingsRequest)(nil),      // 15: piledger.v1.ListDueHoldingsRequest
-	(*ListDueHoldingsResponse)(nil),     // 16: piledger.v1.ListDueHoldingsResponse
-	(*ListPurposeHoldingsRequest)(nil),  // 17: piledger.v1.ListPurposeHoldingsRequest
-	(*ListPurposeHoldingsResponse)(nil), // 18: piledger.v1.ListPurposeHoldingsResponse
-	(*PurposeHolding)(nil),              // 19: piledger.v1.PurposeHolding
-	(*CategoryCount)(nil),               // 20: piledger.v1.CategoryCount
-	(*timestamppb.Timestamp)(nil),       // 21: google.protobuf.Timestamp
-	(*Consent)(nil),                     // 22: piledger.v1.Consent
-	(*Retention)(nil),                   // 23: piledger.v1.Retention
-	(*Event)(nil),                       // 24: piledger.v1.Event
+	(*EraseSubjectRequest)(nil),         // 13: piledger.v1.EraseSubjectRequest
+	(*ErasureReceipt)(nil),              // 14: piledger.v1.ErasureReceipt
+	(*ErasureLocation)(nil),             // 15: piledger.v1.ErasureLocation
+	(*SubjectExport)(nil),               // 16: piledger.v1.SubjectExport
+	(*ConsentStatus)(nil),               // 17: piledger.v1.ConsentStatus
+	(*ListDueHoldingsRequest)(nil),      // 18: piledger.v1.ListDueHoldingsRequest
+	(*ListDueHoldingsResponse)(nil),     // 19: piledger.v1.ListDueHoldingsResponse
+	(*ListPurposeHoldingsRequest)(nil),  // 20: piledger.v1.ListPurposeHoldingsRequest
+	(*ListPurposeHoldingsResponse)(nil), // 21: piledger.v1.ListPurposeHoldingsResponse
+	(*PurposeHolding)(nil),              // 22: piledger.v1.PurposeHolding
+	(*CategoryCount)(nil),               // 23: piledger.v1.CategoryCount
+	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
+	(*Consent)(nil),                     // 25: piledger.v1.Consent
+	(*Retention)(nil),                   // 26: piledger.v1.Retention
+	(*Event)(nil),                       // 27: piledger.v1.Event
 }
 var file_piledger_v1_subjects_proto_depIdxs = []int32{
 	8,  // 0: piledger.v1.DataMap.holdings:type_name -> piledger.v1.Holding
-	21, // 1: piledger.v1.DataMap.evaluate_time:type_name -> google.protobuf.Timestamp
-	21, // 2: piledger.v1.Holding.obtain_time:type_name -> google.protobuf.Timestamp
-	22, // 3: piledger.v1.Holding.consent:type_name -> piledger.v1.Consent
+	24, // 1: piledger.v1.DataMap.evaluate_time:type_name -> google.protobuf.Timestamp
+	24, // 2: piledger.v1.Holding.obtain_time:type_name -> google.protobuf.Timestamp
+	25, // 3: piledger.v1.Holding.consent:type_name -> piledger.v1.Consent
 	1,  // 4: piledger.v1.Holding.provenance:type_name -> piledger.v1.Provenance
-	23, // 5: piledger.v1.Holding.retention:type_name -> piledger.v1.Retention
+	26, // 5: piledger.v1.Holding.retention:type_name -> piledger.v1.Retention
 	0,  // 6: piledger.v1.Holding.state:type_name -> piledger.v1.HoldingState
-	21, // 7: piledger.v1.Holding.destroy_due_time:type_name -> google.protobuf.Timestamp
+	24, // 7: piledger.v1.Holding.destroy_due_time:type_name -> google.protobuf.Timestamp
 	2,  // 8: piledger.v1.Holding.deadline_basis:type_name -> piledger.v1.DeadlineBasis
-	21, // 9: piledger.v1.Holding.earliest_destroy_time:type_name -> google.protobuf.Timestamp
-	21, // 10: piledger.v1.Holding.destroy_time:type_name -> google.protobuf.Timestamp
-	21, // 11: piledger.v1.Holding.disclose_time:type_name -> google.protobuf.Timestamp
-	21, // 12: piledger.v1.Holding.consent_withdraw_time:type_name -> google.protobuf.Timestamp
-	21, // 13: piledger.v1.Holding.purpose_end_time:type_name -> google.protobuf.Timestamp
+	24, // 9: piledger.v1.Holding.earliest_destroy_time:type_name -> google.protobuf.Timestamp
+	24, // 10: piledger.v1.Holding.destroy_time:type_name -> google.protobuf.Timestamp
+	24, // 11: piledger.v1.Holding.disclose_time:type_name -> google.protobuf.Timestamp
+	24, // 12: piledger.v1.Holding.consent_withdraw_time:type_name -> google.protobuf.Timestamp
+	24, // 13: piledger.v1.Holding.purpose_end_time:type_name -> google.protobuf.Timestamp
 	11, // 14: piledger.v1.ListSubjectEventsResponse.subject_events:type_name -> piledger.v1.SubjectEvent
-	21, // 15: piledger.v1.SubjectEvent.record_time:type_name -> google.protobuf.Timestamp
-	24, // 16: piledger.v1.SubjectEvent.event:type_name -> piledger.v1.Event
-	21, // 17: piledger.v1.SubjectExport.export_time:type_name -> google.protobuf.Timestamp
-	7,  // 18: piledger.v1.SubjectExport.data_map:type_name -> piledger.v1.DataMap
-	11, // 19: piledger.v1.SubjectExport.events:type_name -> piledger.v1.SubjectEvent
-	14, // 20: piledger.v1.SubjectExport.consents:type_name -> piledger.v1.ConsentStatus
-	3,  // 21: piledger.v1.ConsentStatus.state:type_name -> piledger.v1.ConsentState
-	21, // 22: piledger.v1.ConsentStatus.update_time:type_name -> google.protobuf.Timestamp
-	22, // 23: piledger.v1.ConsentStatus.consent:type_name -> piledger.v1.Consent
-	21, // 24: piledger.v1.ListDueHoldingsRequest.before:type_name -> google.protobuf.Timestamp
-	8,  // 25: piledger.v1.ListDueHoldingsResponse.holdings:type_name -> piledger.v1.Holding
-	21, // 26: piledger.v1.ListDueHoldingsResponse.before:type_name -> google.protobuf.Timestamp
-	21, // 27: piledger.v1.ListDueHoldingsResponse.evaluate_time:type_name -> google.protobuf.Timestamp
-	19, // 28: piledger.v1.ListPurposeHoldingsResponse.purpose_holdings:type_name -> piledger.v1.PurposeHolding
-	20, // 29: piledger.v1.PurposeHolding.categories:type_name -> piledger.v1.CategoryCount
-	21, // 30: piledger.v1.PurposeHolding.earliest_obtain_time:type_name -> google.protobuf.Timestamp
-	21, // 31: piledger.v1.PurposeHolding.purpose_end_time:type_name -> google.protobuf.Timestamp
-	4,  // 32: piledger.v1.SubjectService.ResolveSubject:input_type -> piledger.v1.ResolveSubjectRequest
-	6,  // 33: piledger.v1.SubjectService.GetDataMap:input_type -> piledger.v1.GetDataMapRequest
-	9,  // 34: piledger.v1.SubjectService.ListSubjectEvents:input_type -> piledger.v1.ListSubjectEventsRequest
-	12, // 35: piledger.v1.SubjectService.ExportSubject:input_type -> piledger.v1.ExportSubjectRequest
-	15, // 36: piledger.v1.HoldingService.ListDueHoldings:input_type -> piledger.v1.ListDueHoldingsRequest
-	17, // 37: piledger.v1.HoldingService.ListPurposeHoldings:input_type -> piledger.v1.ListPurposeHoldingsRequest
-	5,  // 38: piledger.v1.SubjectService.ResolveSubject:output_type -> piledger.v1.ResolveSubjectResponse
-	7,  // 39: piledger.v1.SubjectService.GetDataMap:output_type -> piledger.v1.DataMap
-	10, // 40: piledger.v1.SubjectService.ListSubjectEvents:output_type -> piledger.v1.ListSubjectEventsResponse
-	13, // 41: piledger.v1.SubjectService.ExportSubject:output_type -> piledger.v1.SubjectExport
-	16, // 42: piledger.v1.HoldingService.ListDueHoldings:output_type -> piledger.v1.ListDueHoldingsResponse
-	18, // 43: piledger.v1.HoldingService.ListPurposeHoldings:output_type -> piledger.v1.ListPurposeHoldingsResponse
-	38, // [38:44] is the sub-list for method output_type
-	32, // [32:38] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	24, // 15: piledger.v1.SubjectEvent.record_time:type_name -> google.protobuf.Timestamp
+	27, // 16: piledger.v1.SubjectEvent.event:type_name -> piledger.v1.Event
+	24, // 17: piledger.v1.ErasureReceipt.erase_time:type_name -> google.protobuf.Timestamp
+	15, // 18: piledger.v1.ErasureReceipt.locations:type_name -> piledger.v1.ErasureLocation
+	24, // 19: piledger.v1.ErasureLocation.until_time:type_name -> google.protobuf.Timestamp
+	24, // 20: piledger.v1.SubjectExport.export_time:type_name -> google.protobuf.Timestamp
+	7,  // 21: piledger.v1.SubjectExport.data_map:type_name -> piledger.v1.DataMap
+	11, // 22: piledger.v1.SubjectExport.events:type_name -> piledger.v1.SubjectEvent
+	17, // 23: piledger.v1.SubjectExport.consents:type_name -> piledger.v1.ConsentStatus
+	3,  // 24: piledger.v1.ConsentStatus.state:type_name -> piledger.v1.ConsentState
+	24, // 25: piledger.v1.ConsentStatus.update_time:type_name -> google.protobuf.Timestamp
+	25, // 26: piledger.v1.ConsentStatus.consent:type_name -> piledger.v1.Consent
+	24, // 27: piledger.v1.ListDueHoldingsRequest.before:type_name -> google.protobuf.Timestamp
+	8,  // 28: piledger.v1.ListDueHoldingsResponse.holdings:type_name -> piledger.v1.Holding
+	24, // 29: piledger.v1.ListDueHoldingsResponse.before:type_name -> google.protobuf.Timestamp
+	24, // 30: piledger.v1.ListDueHoldingsResponse.evaluate_time:type_name -> google.protobuf.Timestamp
+	22, // 31: piledger.v1.ListPurposeHoldingsResponse.purpose_holdings:type_name -> piledger.v1.PurposeHolding
+	23, // 32: piledger.v1.PurposeHolding.categories:type_name -> piledger.v1.CategoryCount
+	24, // 33: piledger.v1.PurposeHolding.earliest_obtain_time:type_name -> google.protobuf.Timestamp
+	24, // 34: piledger.v1.PurposeHolding.purpose_end_time:type_name -> google.protobuf.Timestamp
+	4,  // 35: piledger.v1.SubjectService.ResolveSubject:input_type -> piledger.v1.ResolveSubjectRequest
+	6,  // 36: piledger.v1.SubjectService.GetDataMap:input_type -> piledger.v1.GetDataMapRequest
+	9,  // 37: piledger.v1.SubjectService.ListSubjectEvents:input_type -> piledger.v1.ListSubjectEventsRequest
+	12, // 38: piledger.v1.SubjectService.ExportSubject:input_type -> piledger.v1.ExportSubjectRequest
+	13, // 39: piledger.v1.SubjectService.EraseSubject:input_type -> piledger.v1.EraseSubjectRequest
+	18, // 40: piledger.v1.HoldingService.ListDueHoldings:input_type -> piledger.v1.ListDueHoldingsRequest
+	20, // 41: piledger.v1.HoldingService.ListPurposeHoldings:input_type -> piledger.v1.ListPurposeHoldingsRequest
+	5,  // 42: piledger.v1.SubjectService.ResolveSubject:output_type -> piledger.v1.ResolveSubjectResponse
+	7,  // 43: piledger.v1.SubjectService.GetDataMap:output_type -> piledger.v1.DataMap
+	10, // 44: piledger.v1.SubjectService.ListSubjectEvents:output_type -> piledger.v1.ListSubjectEventsResponse
+	16, // 45: piledger.v1.SubjectService.ExportSubject:output_type -> piledger.v1.SubjectExport
+	14, // 46: piledger.v1.SubjectService.EraseSubject:output_type -> piledger.v1.ErasureReceipt
+	19, // 47: piledger.v1.HoldingService.ListDueHoldings:output_type -> piledger.v1.ListDueHoldingsResponse
+	21, // 48: piledger.v1.HoldingService.ListPurposeHoldings:output_type -> piledger.v1.ListPurposeHoldingsResponse
+	42, // [42:49] is the sub-list for method output_type
+	35, // [35:42] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_piledger_v1_subjects_proto_init() }
@@ -2085,15 +2316,15 @@ func file_piledger_v1_subjects_proto_init() {
 	file_piledger_v1_subjects_proto_msgTypes[2].OneofWrappers = []any{}
 	file_piledger_v1_subjects_proto_msgTypes[5].OneofWrappers = []any{}
 	file_piledger_v1_subjects_proto_msgTypes[8].OneofWrappers = []any{}
-	file_piledger_v1_subjects_proto_msgTypes[11].OneofWrappers = []any{}
-	file_piledger_v1_subjects_proto_msgTypes[13].OneofWrappers = []any{}
+	file_piledger_v1_subjects_proto_msgTypes[14].OneofWrappers = []any{}
+	file_piledger_v1_subjects_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_piledger_v1_subjects_proto_rawDesc), len(file_piledger_v1_subjects_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -23,6 +23,7 @@ const (
 	SubjectService_GetDataMap_FullMethodName        = "/piledger.v1.SubjectService/GetDataMap"
 	SubjectService_ListSubjectEvents_FullMethodName = "/piledger.v1.SubjectService/ListSubjectEvents"
 	SubjectService_ExportSubject_FullMethodName     = "/piledger.v1.SubjectService/ExportSubject"
+	SubjectService_EraseSubject_FullMethodName      = "/piledger.v1.SubjectService/EraseSubject"
 )
 
 // SubjectServiceClient is the client API for SubjectService service.
@@ -52,6 +53,12 @@ type SubjectServiceClient interface {
 	// as one document: data map, every event and consents. It is the basis of
 	// an access request (PIPL Art. 45).
 	ExportSubject(ctx context.Context, in *ExportSubjectRequest, opts ...grpc.CallOption) (*SubjectExport, error)
+	// EraseSubject crypto-shreds the subject: every generation of the
+	// subject's key is destroyed on every node, so the subject's log entries
+	// and read-model rows can no longer be decrypted. It returns a receipt
+	// signed with the ledger's log signing key. Erasing a subject with no key,
+	// or one already erased, returns a receipt that says nothing was left.
+	EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*ErasureReceipt, error)
 }
 
 type subjectServiceClient struct {
@@ -102,6 +109,16 @@ func (c *subjectServiceClient) ExportSubject(ctx context.Context, in *ExportSubj
 	return out, nil
 }
 
+func (c *subjectServiceClient) EraseSubject(ctx context.Context, in *EraseSubjectRequest, opts ...grpc.CallOption) (*ErasureReceipt, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ErasureReceipt)
+	err := c.cc.Invoke(ctx, SubjectService_EraseSubject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SubjectServiceServer is the server API for SubjectService service.
 // All implementations must embed UnimplementedSubjectServiceServer
 // for forward compatibility.
@@ -129,6 +146,12 @@ type SubjectServiceServer interface {
 	// as one document: data map, every event and consents. It is the basis of
 	// an access request (PIPL Art. 45).
 	ExportSubject(context.Context, *ExportSubjectRequest) (*SubjectExport, error)
+	// EraseSubject crypto-shreds the subject: every generation of the
+	// subject's key is destroyed on every node, so the subject's log entries
+	// and read-model rows can no longer be decrypted. It returns a receipt
+	// signed with the ledger's log signing key. Erasing a subject with no key,
+	// or one already erased, returns a receipt that says nothing was left.
+	EraseSubject(context.Context, *EraseSubjectRequest) (*ErasureReceipt, error)
 	mustEmbedUnimplementedSubjectServiceServer()
 }
 
@@ -150,6 +173,9 @@ func (UnimplementedSubjectServiceServer) ListSubjectEvents(context.Context, *Lis
 }
 func (UnimplementedSubjectServiceServer) ExportSubject(context.Context, *ExportSubjectRequest) (*SubjectExport, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExportSubject not implemented")
+}
+func (UnimplementedSubjectServiceServer) EraseSubject(context.Context, *EraseSubjectRequest) (*ErasureReceipt, error) {
+	return nil, status.Error(codes.Unimplemented, "method EraseSubject not implemented")
 }
 func (UnimplementedSubjectServiceServer) mustEmbedUnimplementedSubjectServiceServer() {}
 func (UnimplementedSubjectServiceServer) testEmbeddedByValue()                        {}
@@ -244,6 +270,24 @@ func _SubjectService_ExportSubject_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SubjectService_EraseSubject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EraseSubjectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SubjectServiceServer).EraseSubject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SubjectService_EraseSubject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SubjectServiceServer).EraseSubject(ctx, req.(*EraseSubjectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SubjectService_ServiceDesc is the grpc.ServiceDesc for SubjectService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -266,6 +310,10 @@ var SubjectService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ExportSubject",
 			Handler:    _SubjectService_ExportSubject_Handler,
+		},
+		{
+			MethodName: "EraseSubject",
+			Handler:    _SubjectService_EraseSubject_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
