@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/piledger/piledger/crypto"
+	"github.com/piledger/piledger/ledger/ledgertest"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
@@ -23,7 +24,7 @@ func TestErasedSubjectAtRest(t *testing.T) {
 	dir := filepath.Join(root, "node")
 	n := startNode(t, dir)
 	ctx := context.Background()
-	m := newMarker(t)
+	m := ledgertest.NewMarker(t)
 	erased := markedEvents(m)
 	kept := collectFace("resident-kept")
 	receipts, err := n.l.Append(ctx, append(erased, kept))
@@ -95,9 +96,9 @@ func TestErasedSubjectAtRest(t *testing.T) {
 
 	// The marker is never stored in clear (erased or not, including the later
 	// event's copy); the destroyed wrapped key must be gone from every file.
-	forms := m.forms()
+	forms := m.Forms()
 	forms["wrapped-key"] = wrapped[0]
-	hits, scanned := scanDir(t, root, forms)
+	hits, scanned := ledgertest.ScanFiles(t, root, forms)
 	for _, h := range hits {
 		t.Errorf("found at rest after erasure: %s", h)
 	}
@@ -108,7 +109,7 @@ func TestErasedSubjectAtRest(t *testing.T) {
 		scanPebble(t, db, forms)
 	}
 	// Control: the scan finds a wrapped key that is still there.
-	if hits, _ := scanDir(t, filepath.Join(dir, "nats"), map[string][]byte{"kept": keptWrapped[0]}); len(hits) == 0 {
+	if hits, _ := ledgertest.ScanFiles(t, filepath.Join(dir, "nats"), map[string][]byte{"kept": keptWrapped[0]}); len(hits) == 0 {
 		t.Error("control: the scan does not find the other subject's wrapped key")
 	}
 }

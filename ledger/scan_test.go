@@ -1,60 +1,22 @@
 package ledger_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
-	"unicode/utf16"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/piledger/piledger/ledger/ledgertest"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
-// marker is a random token placed in every personal field; the scan looks
-// for it in every form it could take on disk.
-type marker string
-
-func newMarker(t *testing.T) marker {
-	b := make([]byte, 12)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return marker("mk" + hex.EncodeToString(b))
-}
-
-// forms returns the encodings of m a careless implementation could store:
-// raw, base64, hex, UTF-16LE and unkeyed SHA-256 digests (hex and raw).
-func (m marker) forms() map[string][]byte {
-	raw := []byte(m)
-	var u16 []byte
-	for _, r := range utf16.Encode([]rune(string(m))) {
-		u16 = append(u16, byte(r), byte(r>>8))
-	}
-	sum := sha256.Sum256(raw)
-	return map[string][]byte{
-		"raw":       raw,
-		"base64":    []byte(base64.StdEncoding.EncodeToString(raw))[:20],
-		"base64url": []byte(base64.RawURLEncoding.EncodeToString(raw))[:20],
-		"hex":       []byte(hex.EncodeToString(raw)),
-		"utf16le":   u16,
-		"sha256":    sum[:],
-		"sha256hex": []byte(hex.EncodeToString(sum[:])),
-	}
-}
-
 // markedEvents returns events of every operation with m in every field that
 // describes a person.
-func markedEvents(m marker) []*piledgerv1.Event {
+func markedEvents(m ledgertest.Marker) []*piledgerv1.Event {
 	s := string(m)
 	ref := "ref-" + s
 	base := func(op piledgerv1.Operation) *piledgerv1.Event {
@@ -90,7 +52,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "node")
 	n := startNode(t, dir)
-	m := newMarker(t)
+	m := ledgertest.NewMarker(t)
 	for i := 0; i < 20; i++ {
 		if _, err := n.l.Append(context.Background(), markedEvents(m)); err != nil {
 			t.Fatal(err)
@@ -104,8 +66,8 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	}
 	n.stop()
 
-	forms := m.forms()
-	hits, scanned := scanDir(t, root, forms)
+	forms := m.Forms()
+	hits, scanned := ledgertest.ScanFiles(t, root, forms)
 	for _, h := range hits {
 		t.Errorf("marker found at rest: %s", h)
 	}
@@ -117,7 +79,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(control, "leak"), []byte("x"+base64.StdEncoding.EncodeToString([]byte(m))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if hits, _ := scanDir(t, control, forms); len(hits) == 0 {
+	if hits, _ := ledgertest.ScanFiles(t, control, forms); len(hits) == 0 {
 		t.Fatal("control: the scan missed a planted base64 marker")
 	}
 	for _, db := range []string{filepath.Join(dir, "index"), filepath.Join(dir, "keyring")} {
@@ -125,60 +87,15 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	}
 }
 
-// scanDir reports every file under root holding any form of the marker.
-func scanDir(t *testing.T, root string, forms map[string][]byte) (hits []string, scanned int) {
-	t.Helper()
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		scanned++
-		for name, form := range forms {
-			if bytes.Contains(data, form) {
-				hits = append(hits, path+" ("+name+")")
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hits, scanned
-}
-
-// scanPebble opens a Pebble database and checks every key and value.
+// scanPebble fails t for every decoded row of the Pebble database in dir
+// holding a form of the marker, and when the database has no rows.
 func scanPebble(t *testing.T, dir string, forms map[string][]byte) {
 	t.Helper()
-	db, err := pebble.Open(dir, &pebble.Options{ReadOnly: true, Logger: quiet{}})
-	if err != nil {
-		t.Fatalf("open %s: %v", dir, err)
+	hits, tables := ledgertest.ScanPebble(t, dir, forms)
+	for _, h := range hits {
+		t.Errorf("marker found at rest: %s", h)
 	}
-	defer db.Close()
-	it, err := db.NewIter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	rows := 0
-	for it.First(); it.Valid(); it.Next() {
-		rows++
-		for name, form := range forms {
-			if bytes.Contains(it.Key(), form) || bytes.Contains(it.Value(), form) {
-				t.Errorf("%s: a row holds the marker (%s form)", dir, name)
-			}
-		}
-	}
-	if rows == 0 {
+	if len(tables) == 0 {
 		t.Errorf("%s: no rows decoded; the scan is not looking where the data is", dir)
 	}
 }
-
-type quiet struct{}
-
-func (quiet) Infof(string, ...any)           {}
-func (quiet) Errorf(string, ...any)          {}
-func (quiet) Fatalf(format string, a ...any) { panic(format) }

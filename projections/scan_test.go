@@ -1,58 +1,20 @@
 package projections_test
 
 import (
-	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
-	"unicode/utf16"
 
-	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/piledger/piledger/ledger/ledgertest"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
-// marker is a random token placed in every personal field; the scan looks
-// for it in every form it could take on disk (the ledger/scan_test.go
-// pattern).
-type marker string
-
-func newMarker(t *testing.T) marker {
-	b := make([]byte, 12)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return marker("mk" + hex.EncodeToString(b))
-}
-
-// forms returns the encodings of m a careless implementation could store.
-func (m marker) forms() map[string][]byte {
-	raw := []byte(m)
-	var u16 []byte
-	for _, r := range utf16.Encode([]rune(string(m))) {
-		u16 = append(u16, byte(r), byte(r>>8))
-	}
-	sum := sha256.Sum256(raw)
-	return map[string][]byte{
-		"raw":       raw,
-		"base64":    []byte(base64.StdEncoding.EncodeToString(raw))[:20],
-		"base64url": []byte(base64.RawURLEncoding.EncodeToString(raw))[:20],
-		"hex":       []byte(hex.EncodeToString(raw)),
-		"utf16le":   u16,
-		"sha256":    sum[:],
-		"sha256hex": []byte(hex.EncodeToString(sum[:])),
-	}
-}
-
 // markedEvents returns events of every operation that creates or changes a
 // read model, with m in every field that describes a person.
-func markedEvents(m marker, i int) []*piledgerv1.Event {
+func markedEvents(m ledgertest.Marker, i int) []*piledgerv1.Event {
 	s := string(m)
 	r := "ref-" + s + "-" + string(rune('a'+i%26))
 	base := func(op piledgerv1.Operation, d float64) *piledgerv1.Event {
@@ -88,7 +50,7 @@ func markedEvents(m marker, i int) []*piledgerv1.Event {
 // with Pebble, so a compressed block cannot hide one.
 func TestNoPlaintextInReadModels(t *testing.T) {
 	s := startStack(t, filepath.Join(t.TempDir(), "node"))
-	m := newMarker(t)
+	m := ledgertest.NewMarker(t)
 	for i := range 30 {
 		s.append(markedEvents(m, i)...)
 	}
@@ -110,8 +72,8 @@ func TestNoPlaintextInReadModels(t *testing.T) {
 	dir := filepath.Join(s.dir, "projections")
 	s.stopProjector()
 
-	forms := m.forms()
-	hits, scanned := scanFiles(t, dir, forms)
+	forms := m.Forms()
+	hits, scanned := ledgertest.ScanFiles(t, dir, forms)
 	for _, h := range hits {
 		t.Errorf("marker found at rest: %s", h)
 	}
@@ -123,30 +85,17 @@ func TestNoPlaintextInReadModels(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(control, "leak"), []byte("x"+hex.EncodeToString([]byte(m))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if hits, _ := scanFiles(t, control, forms); len(hits) == 0 {
+	if hits, _ := ledgertest.ScanFiles(t, control, forms); len(hits) == 0 {
 		t.Fatal("control: the scan missed a planted hex marker")
 	}
 
-	db, err := pebble.Open(dir, &pebble.Options{ReadOnly: true, Logger: quiet{}})
-	if err != nil {
-		t.Fatal(err)
+	rowHits, tables := ledgertest.ScanPebble(t, dir, forms)
+	for _, h := range rowHits {
+		t.Errorf("marker found at rest: %s", h)
 	}
-	defer db.Close()
-	it, err := db.NewIter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
 	rows := 0
-	tables := map[byte]int{}
-	for it.First(); it.Valid(); it.Next() {
-		rows++
-		tables[it.Key()[0]]++
-		for name, form := range forms {
-			if bytes.Contains(it.Key(), form) || bytes.Contains(it.Value(), form) {
-				t.Errorf("row %q holds the marker (%s form)", it.Key()[:1], name)
-			}
-		}
+	for _, n := range tables {
+		rows += n
 	}
 	// Every table was written, so every table was scanned.
 	for _, tab := range []byte{'m', 'i', 's', 'r', 'u', 'a', 'x', 'n'} {
@@ -156,34 +105,3 @@ func TestNoPlaintextInReadModels(t *testing.T) {
 	}
 	t.Logf("scanned %d files and %d rows", scanned, rows)
 }
-
-// scanFiles reports every file under root holding any form of the marker.
-func scanFiles(t *testing.T, root string, forms map[string][]byte) (hits []string, scanned int) {
-	t.Helper()
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		scanned++
-		for name, form := range forms {
-			if bytes.Contains(data, form) {
-				hits = append(hits, path+" ("+name+" form)")
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hits, scanned
-}
-
-type quiet struct{}
-
-func (quiet) Infof(string, ...any)           {}
-func (quiet) Errorf(string, ...any)          {}
-func (quiet) Fatalf(format string, a ...any) { panic(format) }
