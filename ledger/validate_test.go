@@ -307,8 +307,8 @@ func TestValidateBatchRejects(t *testing.T) {
 
 		// access.
 		{name: "access missing", batch: one(access, func(e *piledgerv1.Event) { e.Access = nil }), want: []string{"events[0].access"}},
-		{name: "access actor and reason missing", batch: one(access, func(e *piledgerv1.Event) { e.Access = &piledgerv1.Access{} }),
-			want: []string{"events[0].access.actor", "events[0].access.reason"}},
+		{name: "access actor missing (a missing reason is a finding, not malformed)", batch: one(access, func(e *piledgerv1.Event) { e.Access = &piledgerv1.Access{} }),
+			want: []string{"events[0].access.actor"}},
 		{name: "access reason too long", batch: one(access, func(e *piledgerv1.Event) { e.Access.Reason = strings.Repeat("r", DefaultMaxReasonBytes+1) }), want: []string{"events[0].access.reason"}},
 		{name: "access actor bad UTF-8", batch: one(access, func(e *piledgerv1.Event) { e.Access.Actor = "\xed\xa0\x80" }), want: []string{"events[0].access.actor"}},
 		{name: "access kind unknown", batch: one(access, func(e *piledgerv1.Event) { e.Access.Kind = 42 }), want: []string{"events[0].access.kind"}},

@@ -103,6 +103,12 @@ type PlaceKind struct {
 	// be installed at all (hotel rooms, dormitories, toilets...). An event
 	// recording capture there is still valid; it raises a finding.
 	Prohibited bool `json:"prohibited,omitempty"`
+	// Public is true for places open to the unspecified public for their
+	// use (PIPL Art. 26): streets, squares, transport hubs, shops, the
+	// public areas of hospitals. The common areas of a residential
+	// compound are not public: a compound is a private place whose common
+	// parts are incidental to it.
+	Public bool `json:"public,omitempty"`
 }
 
 // OperationTerm describes an Operation.

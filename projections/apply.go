@@ -26,6 +26,9 @@ type txn struct {
 	events int              // log entries in the batch
 	names  []tag            // dictionary rows written by the batch
 	deltas map[string]int64 // holding-count changes, written at commit
+
+	cur   *piledgerv1.LogEntry // the entry being applied
+	nfind uint16               // findings it raised so far
 }
 
 func (s *Store) newTxn(ctx context.Context, counts Counts) *txn {
@@ -155,16 +158,20 @@ func (t *txn) apply(e *piledgerv1.LogEntry, seen bool) error {
 		return err
 	}
 	ev := e.GetEvent()
+	t.cur, t.nfind = e, 0
 	switch {
 	case e.GetShredded() || ev == nil:
 		t.counts.Shredded++
 		return nil
 	case h.GetPseudonym() == "" && ev.GetOperation() == piledgerv1.Operation_OPERATION_PURPOSE_ENDED:
 		t.counts.Applied++
+		if err := t.raiseEvent(e, nil); err != nil {
+			return err
+		}
 		return t.endPurpose(e.GetIndex(), ev)
 	case h.GetPseudonym() == "":
 		t.counts.Ignored++
-		return nil
+		return t.raiseEvent(e, nil)
 	}
 	sub := subject{pseudonym: h.GetPseudonym()}
 	var ok bool
@@ -181,6 +188,9 @@ func (t *txn) apply(e *piledgerv1.LogEntry, seen bool) error {
 	}
 	sub.key = key
 	ev.SubjectRef = "" // the read models never keep the raw reference
+	if err := t.raiseEvent(e, &sub); err != nil {
+		return err
+	}
 	se := &piledgerv1.SubjectEvent{Index: e.GetIndex(), RecordTime: h.GetRecordedAt(), Event: ev}
 	if err := t.subjectEvent(sub, se); err != nil {
 		return err
@@ -400,6 +410,11 @@ func (t *txn) putHolding(sub subject, htag tag, id holdingID, h, old *piledgerv1
 		t.addCount(h, 1)
 	case wasOpen && !isOpen:
 		t.addCount(h, -1)
+	}
+	if !isOpen && (old == nil || old.DestroyTime == nil) {
+		if err := t.raiseHolding(sub, id, h); err != nil {
+			return err
+		}
 	}
 	if old == nil {
 		return t.ensureName(htag, h.GetProcessor())

@@ -18,6 +18,7 @@ import (
 	"github.com/piledger/piledger/crypto"
 	"github.com/piledger/piledger/ledger"
 	"github.com/piledger/piledger/projections"
+	"github.com/piledger/piledger/projections/rules"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
@@ -203,8 +204,28 @@ func rawReadRate(b *testing.B, js jetstream.JetStream, events uint64) float64 {
 
 // BenchmarkProjector rebuilds the read models from the whole log on a node
 // with cold caches: a fresh keyring index (keys unwrapped on first use) and
-// a fresh ledger instance.
+// a fresh ledger instance, with the default rule pack and with no rules
+// (the cost of evaluating the rules is the difference).
 func BenchmarkProjector(b *testing.B) {
+	b.Run("rules=default", func(b *testing.B) { benchProjector(b, rules.Default()) })
+	b.Run("rules=none", func(b *testing.B) { benchProjector(b, noRules(b)) })
+}
+
+// noRules is the default pack with every rule disabled.
+func noRules(tb testing.TB) *rules.Policy {
+	tb.Helper()
+	y := "policy: none\nversion: \"1\"\nrules:\n"
+	for _, r := range rules.Default().Rules() {
+		y += "  - name: " + r.Name + "\n    disabled: true\n"
+	}
+	p, err := rules.Parse("none.yaml", []byte(y))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+func benchProjector(b *testing.B, policy *rules.Policy) {
 	f := fixture(b)
 	ctx := context.Background()
 	var elapsed time.Duration
@@ -229,7 +250,7 @@ func BenchmarkProjector(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := projections.Open(projections.Config{Dir: filepath.Join(dir, "projections"), Now: f.s.clock.now}, led, keys)
+		st, err := projections.Open(projections.Config{Dir: filepath.Join(dir, "projections"), Now: f.s.clock.now, Policy: policy}, led, keys)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -259,6 +280,9 @@ func BenchmarkProjector(b *testing.B) {
 	b.ReportMetric(f.rawRate, "raw-events/s")
 	b.ReportMetric(rate/f.rawRate, "x-raw")
 	b.ReportMetric(elapsed.Seconds()/float64(runs), "rebuild-s")
+	if f.store != nil {
+		b.ReportMetric(float64(f.store.Counts().Findings), "findings")
+	}
 }
 
 // BenchmarkDataMap answers data-map queries for random subjects of the

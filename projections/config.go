@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/piledger/piledger/projections/rules"
 )
 
 const (
@@ -36,6 +38,10 @@ const (
 
 	// DefaultCacheBytes is the size of Pebble's block cache.
 	DefaultCacheBytes = 64 << 20
+
+	// DefaultSweepInterval is how often the projector evaluates the
+	// holding rules on open holdings past their deadline.
+	DefaultSweepInterval = time.Minute
 
 	// DefaultRetryDelay is how long Run waits before following the log again
 	// after the log became unreachable; it doubles up to maxRetryDelay.
@@ -69,6 +75,14 @@ type Config struct {
 	// Now is the clock states and deadlines are evaluated with; time.Now
 	// when nil. Tests fix it; it must be safe for concurrent use.
 	Now func() time.Time
+	// Policy is the rule pack findings are raised by; rules.Default() when
+	// nil. A store built under another policy (Digest differs) is rebuilt
+	// from the log, so findings always answer to the policy in force.
+	Policy *rules.Policy
+	// SweepInterval is how often Run evaluates the holding rules on the
+	// holdings past their deadline (findings computed at query time), to
+	// log and count them. Default DefaultSweepInterval.
+	SweepInterval time.Duration
 	// Logger receives the projector's logs (positions, counts, errors;
 	// never personal data). Discarded when nil.
 	Logger *slog.Logger
@@ -91,6 +105,12 @@ func (c Config) withDefaults() Config {
 	if c.RetryDelay == 0 {
 		c.RetryDelay = DefaultRetryDelay
 	}
+	if c.Policy == nil {
+		c.Policy = rules.Default()
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -110,8 +130,8 @@ func (c Config) Validate() error {
 	if c.BatchEvents < 0 {
 		errs = append(errs, fmt.Errorf("BatchEvents must not be negative, got %d", c.BatchEvents))
 	}
-	if c.MaxConsistencyWait < 0 || c.DestructionGrace < 0 || c.RetryDelay < 0 {
-		errs = append(errs, errors.New("MaxConsistencyWait, DestructionGrace and RetryDelay must not be negative"))
+	if c.MaxConsistencyWait < 0 || c.DestructionGrace < 0 || c.RetryDelay < 0 || c.SweepInterval < 0 {
+		errs = append(errs, errors.New("MaxConsistencyWait, DestructionGrace, RetryDelay and SweepInterval must not be negative"))
 	}
 	if c.CacheBytes < 0 {
 		errs = append(errs, fmt.Errorf("CacheBytes must not be negative, got %d", c.CacheBytes))

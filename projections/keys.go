@@ -34,6 +34,8 @@ import (
 //	x <processor> 0 <purpose>                  purpose ended for a processor (subjectless event)
 //	                                           -> earliest end time (12), log index (8), event id
 //	n <tag 8>                                  tag dictionary -> name sealed under the ledger's key
+//	g <index 8> <n 2>                          finding n raised by the event at a log index
+//	                                           -> see findingValue (findings.go)
 const (
 	tabMeta    = 'm'
 	tabSeen    = 'i'
@@ -43,6 +45,7 @@ const (
 	tabCount   = 'a'
 	tabEnded   = 'x'
 	tabName    = 'n'
+	tabFinding = 'g'
 
 	subTimeline = 't'
 	subHolding  = 'h'
@@ -69,7 +72,8 @@ var (
 
 // layoutVersion is the version of the key layout and row formats written.
 // A store of another version is rebuilt from the log.
-const layoutVersion = "piledger-projections-1"
+// The policy's digest is stored beside it: findings follow the policy.
+const layoutVersion = "piledger-projections-2"
 
 const (
 	pseudonymLen = 32 // raw bytes of a 64-hex pseudonym
@@ -229,4 +233,9 @@ func prefixEnd(p []byte) []byte {
 		}
 	}
 	return nil // p is all 0xff: no upper bound
+}
+
+func findingKey(index uint64, n uint16) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{tabFinding}, index)
+	return binary.BigEndian.AppendUint16(k, n)
 }

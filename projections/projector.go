@@ -28,6 +28,9 @@ var errStorage = errors.New("projections: storage")
 // or after Config.BatchEvents events, so live events are visible as soon as
 // their block is read.
 //
+// Beside it, Run sweeps the holdings past their deadline every
+// Config.SweepInterval (see Sweep).
+//
 // Run returns nil once ctx is done. When the log is unreachable it waits
 // (Config.RetryDelay, doubling up to 30 s) and follows it again; it stops
 // with an error, after which queries asking for a position fail with
@@ -38,6 +41,13 @@ func (s *Store) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("projections: Run called twice")
 	}
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		s.sweepLoop(sweepCtx)
+	}()
+	defer func() { stopSweep(); <-swept }()
 	delay := s.cfg.RetryDelay
 	pos := s.Position()
 	s.logger.InfoContext(ctx, "projector starting", slog.Uint64("log_size", pos.Size), slog.Uint64("stream_seq", pos.Seq))

@@ -57,6 +57,10 @@ type Counts struct {
 	// subjectless event other than purpose ended, or an operation this
 	// version does not know.
 	Ignored uint64
+	// Findings is the number of findings stored: rules an applied event
+	// or a holding it destroyed broke (findings computed at query time are
+	// not counted).
+	Findings uint64
 }
 
 // Store holds the read models in one Pebble database: the projector that
@@ -76,7 +80,8 @@ type Store struct {
 	logger *slog.Logger
 
 	running atomic.Bool
-	names   sync.Map // tag -> struct{}: dictionary rows known to be stored
+	names   sync.Map                       // tag -> struct{}: dictionary rows known to be stored
+	swept   atomic.Pointer[map[string]int] // the last Sweep's counts
 
 	mu       sync.Mutex
 	pos      Position
@@ -145,16 +150,18 @@ func (s *Store) load() error {
 	if err != nil {
 		return err
 	}
-	if string(version) != layoutVersion || !bytes.Equal(identity, s.log.StreamIdentity()) {
+	want := layoutVersion + "\x00" + s.cfg.Policy.Digest()
+	if string(version) != want || !bytes.Equal(identity, s.log.StreamIdentity()) {
 		if version != nil || identity != nil {
-			s.logger.Info("read models belong to another log or layout; rebuilding them from the log")
+			s.logger.Info("read models belong to another log, layout or policy; rebuilding them from the log",
+				slog.String("policy", s.cfg.Policy.Version()))
 		}
 		if err := s.reset(); err != nil {
 			return err
 		}
 		b := s.db.NewBatch()
 		defer b.Close()
-		_ = b.Set(metaVersion, []byte(layoutVersion), nil)
+		_ = b.Set(metaVersion, []byte(want), nil)
 		_ = b.Set(metaIdentity, s.log.StreamIdentity(), nil)
 		if err := b.Commit(pebble.Sync); err != nil {
 			return fmt.Errorf("projections: %w", err)
@@ -211,16 +218,16 @@ func readPosition(r reader) (Position, Counts, error) {
 		return pos, c, fmt.Errorf("projections: %w", err)
 	}
 	defer closer.Close()
-	if len(v) != 48 {
+	if len(v) != 56 {
 		return pos, c, fmt.Errorf("%w: position record", ErrCorrupt)
 	}
 	u := func(i int) uint64 { return binary.BigEndian.Uint64(v[8*i:]) }
-	return Position{Seq: u(0), Size: u(1)}, Counts{Applied: u(2), Duplicates: u(3), Shredded: u(4), Ignored: u(5)}, nil
+	return Position{Seq: u(0), Size: u(1)}, Counts{Applied: u(2), Duplicates: u(3), Shredded: u(4), Ignored: u(5), Findings: u(6)}, nil
 }
 
 func encodePosition(pos Position, c Counts) []byte {
-	v := make([]byte, 0, 48)
-	for _, x := range []uint64{pos.Seq, pos.Size, c.Applied, c.Duplicates, c.Shredded, c.Ignored} {
+	v := make([]byte, 0, 56)
+	for _, x := range []uint64{pos.Seq, pos.Size, c.Applied, c.Duplicates, c.Shredded, c.Ignored, c.Findings} {
 		v = binary.BigEndian.AppendUint64(v, x)
 	}
 	return v

@@ -253,7 +253,7 @@ func TestInvalidEvents(t *testing.T) {
 
 	good1 := c.Emit(t.Context(), collect(ref(1)))
 	bad1 := c.Emit(t.Context(), transferNoCountry(ref(2)))
-	bad2 := c.Emit(t.Context(), client.Access{Subject: ref(3), Categories: []string{"face"}, Actor: "officer-7"})
+	bad2 := c.Emit(t.Context(), client.Access{Subject: ref(3), Categories: []string{"face"}, Reason: "case 7"})
 	good2 := c.Emit(t.Context(), client.Destroy{Subject: ref(1), Categories: []string{"face"}})
 	if err := c.Flush(t.Context()); err != nil {
 		t.Fatal(err)
@@ -265,7 +265,7 @@ func TestInvalidEvents(t *testing.T) {
 		want []client.FieldViolation
 	}{
 		{bad1, []client.FieldViolation{{Field: "recipient.country", Description: "is required for OPERATION_TRANSFER_ABROAD"}}},
-		{bad2, []client.FieldViolation{{Field: "access.reason", Description: "is required"}}},
+		{bad2, []client.FieldViolation{{Field: "access.actor", Description: "is required"}}},
 	} {
 		_, err := test.p.Get(t.Context())
 		var ie *client.InvalidEventError

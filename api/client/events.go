@@ -260,7 +260,7 @@ type Access struct {
 	Subject    string   // Required.
 	Categories []string // Required: the categories accessed.
 	Actor      string   // Required: who (an officer id, an employee id).
-	Reason     string   // Required: why (a case number, an approval reference).
+	Reason     string   // Why (a case number, an approval reference); without one, an access to image data raises a finding.
 	Kind       AccessKind
 	Purpose    string
 	LegalBasis string

@@ -640,7 +640,9 @@ type Access struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Who accessed the data (an officer id, an employee id).
 	Actor string `protobuf:"bytes,1,opt,name=actor,proto3" json:"actor,omitempty"`
-	// Required. Why (a case number, an approval reference).
+	// Why (a case number, an approval reference). An access without a reason
+	// is recorded all the same, and for image data raises the finding
+	// image-access-without-reason: policy never drops evidence.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// How the data was accessed.
 	Kind          AccessKind `protobuf:"varint,3,opt,name=kind,proto3,enum=piledger.v1.AccessKind" json:"kind,omitempty"`
