@@ -124,6 +124,24 @@ func parseMarker(data []byte) (pseudonym string, gen uint32, ok bool) {
 	return p, uint32(n), true
 }
 
+// LatestGeneration returns the subject's highest key generation, live or
+// destroyed, as known once this node has applied the key stream so far (0:
+// the subject never had a key). It creates nothing.
+func (k *Keyring) LatestGeneration(ctx context.Context, pseudonym string) (uint32, error) {
+	if err := k.refresh(ctx); err != nil {
+		return 0, err
+	}
+	latest, _, _, err := k.idx.find(pseudonym, 0)
+	if err != nil {
+		return 0, err
+	}
+	g, _, _, err := k.idx.tombstone(pseudonym)
+	if err != nil {
+		return 0, err
+	}
+	return max(latest, g), nil
+}
+
 // Destroyed returns the highest destroyed generation of the subject (0: none)
 // as this node's index knows it.
 func (k *Keyring) Destroyed(pseudonym string) (uint32, error) {

@@ -24,6 +24,7 @@ type request struct {
 	receipts []*piledgerv1.Receipt // one per event once settled; filled early for events found already recorded
 	err      error                 // set on failure
 	done     chan struct{}         // closed when receipts or err is set
+	fenced   []int                 // fence shards held shared until the request settles
 }
 
 // admissions tracks event ids that are on their way into the log, so that a
@@ -154,9 +155,24 @@ func (l *Ledger) tryAppend(ctx context.Context, events []*piledgerv1.Event, now 
 		return receipts, nil, nil
 	}
 
+	pseudonyms := make([]string, len(fresh))
+	for k, i := range fresh {
+		switch ref := events[i].GetSubjectRef(); {
+		case pseudonymous:
+			pseudonyms[k] = ref
+		case ref != "":
+			pseudonyms[k] = l.keys.Pseudonym(ref)
+		}
+	}
+	// Held until the block settles: an erasure of one of these subjects
+	// waits for it (see fence).
+	req.fenced = l.fence.shardsOf(pseudonyms)
+	l.fence.rlock(req.fenced)
+	release = func() { l.ids.release(req); l.fence.runlock(req.fenced) }
+
 	req.events = make([]sealed, 0, len(fresh))
-	for _, i := range fresh {
-		s, err := seal(ctx, l.keys, events[i], now, pseudonymous)
+	for k, i := range fresh {
+		s, err := seal(ctx, l.keys, events[i], pseudonyms[k], now)
 		if err != nil {
 			release()
 			return nil, nil, err
@@ -436,6 +452,7 @@ func (l *Ledger) settle(reqs []*request, err error) {
 			r.err = err
 		}
 		l.ids.release(r)
+		l.fence.runlock(r.fenced)
 		close(r.done)
 	}
 }

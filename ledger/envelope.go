@@ -25,20 +25,12 @@ type sealed struct {
 	envelope []byte
 }
 
-// seal encrypts ev under its subject's current key. The clear header holds
-// only the event id, pseudonym, operation, processor, recording time and key
-// generation; it is the AEAD's associated data, so a ciphertext moved to
-// another header (another event, another subject) does not decrypt. With
-// pseudonymous set, ev.SubjectRef already is the pseudonym
-// (Ledger.AppendPseudonymous).
-func seal(ctx context.Context, keys *crypto.Keyring, ev *piledgerv1.Event, recordedAt time.Time, pseudonymous bool) (sealed, error) {
-	pseudonym := ""
-	switch {
-	case pseudonymous:
-		pseudonym = ev.GetSubjectRef()
-	case ev.GetSubjectRef() != "":
-		pseudonym = keys.Pseudonym(ev.GetSubjectRef())
-	}
+// seal encrypts ev under the current key of its subject, whose pseudonym is
+// given ("" for a subjectless event). The clear header holds only the event
+// id, pseudonym, operation, processor, recording time and key generation; it
+// is the AEAD's associated data, so a ciphertext moved to another header
+// (another event, another subject) does not decrypt.
+func seal(ctx context.Context, keys *crypto.Keyring, ev *piledgerv1.Event, pseudonym string, recordedAt time.Time) (sealed, error) {
 	key, err := keys.SealingKey(ctx, pseudonym)
 	if err != nil {
 		return sealed{}, fmt.Errorf("ledger: subject key: %w", err)
@@ -98,6 +90,9 @@ func open(ctx context.Context, keys *crypto.Keyring, raw []byte) (*piledgerv1.Lo
 		return nil, err
 	}
 	entry := &piledgerv1.LogEntry{Header: header}
+	if header.GetErasure() {
+		return openErasure(ctx, keys, env, entry)
+	}
 	aead, err := keys.OpeningKey(ctx, header.GetPseudonym(), header.GetKeyGeneration())
 	switch {
 	case errors.Is(err, crypto.ErrShredded) || errors.Is(err, crypto.ErrKeyNotFound):

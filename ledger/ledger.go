@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,7 @@ type Ledger struct {
 	closed   bool         // guarded by closing
 
 	ids      admissions
+	fence    fence                 // erasures against appends of the same subject (erase.go)
 	indexErr atomic.Pointer[error] // set when the index failed to record a committed block
 	identity []byte                // the log stream's incarnation, set by Open
 
@@ -81,6 +83,7 @@ func Open(ctx context.Context, js jetstream.JetStream, keys *crypto.Keyring, cfg
 		done:     make(chan struct{}),
 	}
 	l.ids.init()
+	l.fence.seed = maphash.MakeSeed()
 	if err := l.recover(ctx); err != nil {
 		idx.close()
 		return nil, err

@@ -140,3 +140,13 @@ func entries(t testing.TB, l *ledger.Ledger, start, limit uint64) []*piledgerv1.
 	}
 	return got
 }
+
+// append appends events in one batch and returns their receipts.
+func (n *node) append(t testing.TB, events ...*piledgerv1.Event) []*piledgerv1.Receipt {
+	t.Helper()
+	r, err := n.l.Append(context.Background(), events)
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return r
+}

@@ -150,6 +150,11 @@ func (t *txn) seen(entries []*piledgerv1.LogEntry) ([]bool, error) {
 // gone) are counted and change nothing else.
 func (t *txn) apply(e *piledgerv1.LogEntry, seen bool) error {
 	h := e.GetHeader()
+	if p, ok := pseudonymBytes(h.GetPseudonym()); ok && !h.GetErasure() {
+		if err := t.countEntry(p, e.GetIndex()); err != nil {
+			return err
+		}
+	}
 	if seen {
 		t.counts.Duplicates++
 		return nil
@@ -160,6 +165,9 @@ func (t *txn) apply(e *piledgerv1.LogEntry, seen bool) error {
 	ev := e.GetEvent()
 	t.cur, t.nfind = e, 0
 	switch {
+	case h.GetErasure():
+		t.counts.Applied++
+		return t.erase(e)
 	case e.GetShredded() || ev == nil:
 		t.counts.Shredded++
 		return nil

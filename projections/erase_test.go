@@ -2,11 +2,17 @@ package projections_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/piledger/piledger/ledger"
+	"github.com/piledger/piledger/projections"
+	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
 // TestReadModelsAfterKeyDestroyed: once a subject's keys are destroyed
@@ -61,5 +67,76 @@ func TestReadModelsAfterKeyDestroyed(t *testing.T) {
 	}
 	if kept := s.dataMap("kept-person"); len(kept.GetHoldings()) == 0 {
 		t.Error("another subject's data map lost its holdings")
+	}
+}
+
+// TestReadModelsShowErasures: after a ledger erasure, the data map and the
+// timeline say the subject was erased, when, and how many log entries it
+// made unreadable (from the clear headers, so a rebuild says the same), and
+// events recorded after it are shown and counted towards the next one.
+func TestReadModelsShowErasures(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node")
+	s := startStack(t, dir)
+	ctx := context.Background()
+	first := s.append(cameraFace("erased-twice", "city-police", 1), policeAccess("erased-twice", "city-police", 2),
+		cameraFace("bystander", "city-police", 1))
+	again := s.append(policeAccess("erased-twice", "city-police", 3)) // in another block
+	p := s.pseudonym("erased-twice")
+	res, err := s.led.Erase(ctx, p, ledger.ErasureRequest{RequestedBy: "subject"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := s.append(marketingCollect("erased-twice", "shop-9", 5))
+	s.sync()
+
+	check := func(store *projections.Store) {
+		t.Helper()
+		dm, err := store.DataMap(ctx, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := &piledgerv1.SubjectErasure{
+			LogIndex: res.Receipt.GetIndex(), EraseTime: res.Receipt.GetRecordedAt(), Generation: 1,
+			EventCount: 3, FirstIndex: first[0].GetIndex(), LastIndex: again[0].GetIndex(),
+		}
+		if len(dm.GetErasures()) != 1 || !proto.Equal(dm.GetErasures()[0], want) {
+			t.Fatalf("data map erasures %v, want %v", dm.GetErasures(), want)
+		}
+		if len(dm.GetHoldings()) != 1 || dm.GetHoldings()[0].GetProcessor() != "shop-9" {
+			t.Errorf("data map after the erasure: %v; want only the later holding", dm.GetHoldings())
+		}
+		evs, err := store.SubjectEvents(ctx, p, 10, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs.GetErasures()) != 1 || len(evs.GetSubjectEvents()) != 1 ||
+			evs.GetSubjectEvents()[0].GetIndex() != later[0].GetIndex() {
+			t.Errorf("timeline after the erasure: %d erasures, events %v", len(evs.GetErasures()), evs.GetSubjectEvents())
+		}
+	}
+	check(s.store)
+
+	// Rebuilt from the log, after the keys are gone: the same numbers.
+	s.stopProjector()
+	if err := os.RemoveAll(filepath.Join(dir, "projections")); err != nil {
+		t.Fatal(err)
+	}
+	s.startProjector(projections.Config{Dir: filepath.Join(dir, "projections")})
+	s.sync()
+	check(s.store)
+
+	// The second erasure counts the one entry recorded since the first.
+	res2, err := s.led.Erase(ctx, p, ledger.ErasureRequest{RequestedBy: "admin", Reason: "again"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sync()
+	dm, err := s.store.DataMap(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := dm.GetErasures(); len(e) != 2 || e[1].GetLogIndex() != res2.Receipt.GetIndex() || e[1].GetEventCount() != 1 ||
+		e[1].GetFirstIndex() != later[0].GetIndex() || e[1].GetGeneration() != 2 {
+		t.Fatalf("after the second erasure: %v", e)
 	}
 }

@@ -31,6 +31,10 @@ type Log interface {
 	OpenEnvelope(ctx context.Context, envelope []byte) (*piledgerv1.LogEntry, error)
 	// StreamIdentity identifies the incarnation of the log stream.
 	StreamIdentity() []byte
+	// CompleteErasure finishes an erasure recorded in the log whose keys
+	// survived a crash, destroying key generation gen of the subject if it
+	// is still the latest and live; it reports whether it destroyed anything.
+	CompleteErasure(ctx context.Context, pseudonym string, gen uint32) (bool, error)
 }
 
 // Position is how far the read models have applied the log.

@@ -66,6 +66,10 @@ func (v *view) dataMap(pseudonym string, p [pseudonymLen]byte, now time.Time) (*
 		EvaluateTime: timestamppb.New(now),
 		LogSize:      v.pos.Size,
 	}
+	var err error
+	if dm.Erasures, err = v.erasures(p); err != nil {
+		return nil, err
+	}
 	type item struct {
 		h  *piledgerv1.Holding
 		id holdingID
@@ -167,6 +171,9 @@ func (s *Store) SubjectEvents(ctx context.Context, pseudonym string, size int, p
 		return nil, ErrNotFound
 	}
 	resp := &piledgerv1.ListSubjectEventsResponse{LogSize: v.pos.Size}
+	if resp.Erasures, err = v.erasures(p); err != nil {
+		return nil, err
+	}
 	size = pageSize(size)
 	var last []byte
 	err = v.events(pseudonym, prefix, upper, func(key []byte, se *piledgerv1.SubjectEvent) bool {

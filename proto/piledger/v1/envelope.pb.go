@@ -39,8 +39,13 @@ type EnvelopeHeader struct {
 	Processor string `protobuf:"bytes,5,opt,name=processor,proto3" json:"processor,omitempty"`
 	// When the ledger recorded it.
 	RecordedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
-	// Generation of the subject key that sealed the ciphertext.
+	// Generation of the subject key that sealed the ciphertext (for an
+	// erasure entry: of the ledger's own key).
 	KeyGeneration uint32 `protobuf:"varint,7,opt,name=key_generation,json=keyGeneration,proto3" json:"key_generation,omitempty"`
+	// True for an erasure entry: the ledger itself records that it destroys
+	// the keys of the subject named by pseudonym. Its ciphertext is an Erasure
+	// sealed under the ledger's own key. Emitters cannot write one.
+	Erasure       bool `protobuf:"varint,8,opt,name=erasure,proto3" json:"erasure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +129,79 @@ func (x *EnvelopeHeader) GetKeyGeneration() uint32 {
 	return 0
 }
 
+func (x *EnvelopeHeader) GetErasure() bool {
+	if x != nil {
+		return x.Erasure
+	}
+	return false
+}
+
+// Erasure is the sealed content of an erasure entry.
+type Erasure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The highest key generation of the subject the erasure destroys (every
+	// generation from 1 to it). A later event of the subject is sealed under a
+	// new generation.
+	Generation uint32 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Who asked: "subject" (the person themself) or "admin".
+	RequestedBy string `protobuf:"bytes,2,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// The reason an admin gave; empty for a subject's own request.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Erasure) Reset() {
+	*x = Erasure{}
+	mi := &file_piledger_v1_envelope_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Erasure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Erasure) ProtoMessage() {}
+
+func (x *Erasure) ProtoReflect() protoreflect.Message {
+	mi := &file_piledger_v1_envelope_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Erasure.ProtoReflect.Descriptor instead.
+func (*Erasure) Descriptor() ([]byte, []int) {
+	return file_piledger_v1_envelope_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Erasure) GetGeneration() uint32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Erasure) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *Erasure) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Envelope is one sealed event as stored in the log. Its marshaled bytes are
 // the Merkle leaf.
 type Envelope struct {
@@ -140,7 +218,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_piledger_v1_envelope_proto_msgTypes[1]
+	mi := &file_piledger_v1_envelope_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -152,7 +230,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_envelope_proto_msgTypes[1]
+	mi := &file_piledger_v1_envelope_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -165,7 +243,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_envelope_proto_rawDescGZIP(), []int{1}
+	return file_piledger_v1_envelope_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Envelope) GetHeader() []byte {
@@ -198,7 +276,7 @@ type Block struct {
 
 func (x *Block) Reset() {
 	*x = Block{}
-	mi := &file_piledger_v1_envelope_proto_msgTypes[2]
+	mi := &file_piledger_v1_envelope_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -210,7 +288,7 @@ func (x *Block) String() string {
 func (*Block) ProtoMessage() {}
 
 func (x *Block) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_envelope_proto_msgTypes[2]
+	mi := &file_piledger_v1_envelope_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -223,7 +301,7 @@ func (x *Block) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Block.ProtoReflect.Descriptor instead.
 func (*Block) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_envelope_proto_rawDescGZIP(), []int{2}
+	return file_piledger_v1_envelope_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Block) GetVersion() uint32 {
@@ -267,7 +345,7 @@ type WrappedKey struct {
 
 func (x *WrappedKey) Reset() {
 	*x = WrappedKey{}
-	mi := &file_piledger_v1_envelope_proto_msgTypes[3]
+	mi := &file_piledger_v1_envelope_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +357,7 @@ func (x *WrappedKey) String() string {
 func (*WrappedKey) ProtoMessage() {}
 
 func (x *WrappedKey) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_envelope_proto_msgTypes[3]
+	mi := &file_piledger_v1_envelope_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +370,7 @@ func (x *WrappedKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrappedKey.ProtoReflect.Descriptor instead.
 func (*WrappedKey) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_envelope_proto_rawDescGZIP(), []int{3}
+	return file_piledger_v1_envelope_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WrappedKey) GetPseudonym() string {
@@ -334,7 +412,7 @@ var File_piledger_v1_envelope_proto protoreflect.FileDescriptor
 
 const file_piledger_v1_envelope_proto_rawDesc = "" +
 	"\n" +
-	"\x1apiledger/v1/envelope.proto\x12\vpiledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17piledger/v1/event.proto\"\x9b\x02\n" +
+	"\x1apiledger/v1/envelope.proto\x12\vpiledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17piledger/v1/event.proto\"\xb5\x02\n" +
 	"\x0eEnvelopeHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x1c\n" +
@@ -343,7 +421,14 @@ const file_piledger_v1_envelope_proto_rawDesc = "" +
 	"\tprocessor\x18\x05 \x01(\tR\tprocessor\x12;\n" +
 	"\vrecorded_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"recordedAt\x12%\n" +
-	"\x0ekey_generation\x18\a \x01(\rR\rkeyGeneration\"B\n" +
+	"\x0ekey_generation\x18\a \x01(\rR\rkeyGeneration\x12\x18\n" +
+	"\aerasure\x18\b \x01(\bR\aerasure\"d\n" +
+	"\aErasure\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\rR\n" +
+	"generation\x12!\n" +
+	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"B\n" +
 	"\bEnvelope\x12\x16\n" +
 	"\x06header\x18\x01 \x01(\fR\x06header\x12\x1e\n" +
 	"\n" +
@@ -377,19 +462,20 @@ func file_piledger_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_piledger_v1_envelope_proto_rawDescData
 }
 
-var file_piledger_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_piledger_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_piledger_v1_envelope_proto_goTypes = []any{
 	(*EnvelopeHeader)(nil),        // 0: piledger.v1.EnvelopeHeader
-	(*Envelope)(nil),              // 1: piledger.v1.Envelope
-	(*Block)(nil),                 // 2: piledger.v1.Block
-	(*WrappedKey)(nil),            // 3: piledger.v1.WrappedKey
-	(Operation)(0),                // 4: piledger.v1.Operation
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*Erasure)(nil),               // 1: piledger.v1.Erasure
+	(*Envelope)(nil),              // 2: piledger.v1.Envelope
+	(*Block)(nil),                 // 3: piledger.v1.Block
+	(*WrappedKey)(nil),            // 4: piledger.v1.WrappedKey
+	(Operation)(0),                // 5: piledger.v1.Operation
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_piledger_v1_envelope_proto_depIdxs = []int32{
-	4, // 0: piledger.v1.EnvelopeHeader.operation:type_name -> piledger.v1.Operation
-	5, // 1: piledger.v1.EnvelopeHeader.recorded_at:type_name -> google.protobuf.Timestamp
-	5, // 2: piledger.v1.WrappedKey.create_time:type_name -> google.protobuf.Timestamp
+	5, // 0: piledger.v1.EnvelopeHeader.operation:type_name -> piledger.v1.Operation
+	6, // 1: piledger.v1.EnvelopeHeader.recorded_at:type_name -> google.protobuf.Timestamp
+	6, // 2: piledger.v1.WrappedKey.create_time:type_name -> google.protobuf.Timestamp
 	3, // [3:3] is the sub-list for method output_type
 	3, // [3:3] is the sub-list for method input_type
 	3, // [3:3] is the sub-list for extension type_name
@@ -409,7 +495,7 @@ func file_piledger_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_piledger_v1_envelope_proto_rawDesc), len(file_piledger_v1_envelope_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -284,6 +284,9 @@ type LogEntry struct {
 	Shredded bool `protobuf:"varint,4,opt,name=shredded,proto3" json:"shredded,omitempty"`
 	// The stream sequence of the block holding the event.
 	BlockSequence uint64 `protobuf:"varint,5,opt,name=block_sequence,json=blockSequence,proto3" json:"block_sequence,omitempty"`
+	// For an erasure entry (header.erasure): what was erased; event is then
+	// absent and shredded false.
+	Erasure       *Erasure `protobuf:"bytes,6,opt,name=erasure,proto3" json:"erasure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +356,13 @@ func (x *LogEntry) GetBlockSequence() uint64 {
 	return 0
 }
 
+func (x *LogEntry) GetErasure() *Erasure {
+	if x != nil {
+		return x.Erasure
+	}
+	return nil
+}
+
 var File_piledger_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_piledger_v1_ledger_proto_rawDesc = "" +
@@ -373,13 +383,14 @@ const file_piledger_v1_ledger_proto_rawDesc = "" +
 	"\tduplicate\x18\a \x01(\bR\tduplicate\"C\n" +
 	"\x15ListLogEntriesRequest\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\x04R\x05limit\"\xc2\x01\n" +
+	"\x05limit\x18\x02 \x01(\x04R\x05limit\"\xf2\x01\n" +
 	"\bLogEntry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x123\n" +
 	"\x06header\x18\x02 \x01(\v2\x1b.piledger.v1.EnvelopeHeaderR\x06header\x12(\n" +
 	"\x05event\x18\x03 \x01(\v2\x12.piledger.v1.EventR\x05event\x12\x1a\n" +
 	"\bshredded\x18\x04 \x01(\bR\bshredded\x12%\n" +
-	"\x0eblock_sequence\x18\x05 \x01(\x04R\rblockSequence2\xb3\x01\n" +
+	"\x0eblock_sequence\x18\x05 \x01(\x04R\rblockSequence\x12.\n" +
+	"\aerasure\x18\x06 \x01(\v2\x14.piledger.v1.ErasureR\aerasure2\xb3\x01\n" +
 	"\rLedgerService\x12S\n" +
 	"\fAppendEvents\x12 .piledger.v1.AppendEventsRequest\x1a!.piledger.v1.AppendEventsResponse\x12M\n" +
 	"\x0eListLogEntries\x12\".piledger.v1.ListLogEntriesRequest\x1a\x15.piledger.v1.LogEntry0\x01B;Z9github.com/piledger/piledger/proto/piledger/v1;piledgerv1b\x06proto3"
@@ -406,6 +417,7 @@ var file_piledger_v1_ledger_proto_goTypes = []any{
 	(*Event)(nil),                 // 5: piledger.v1.Event
 	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 	(*EnvelopeHeader)(nil),        // 7: piledger.v1.EnvelopeHeader
+	(*Erasure)(nil),               // 8: piledger.v1.Erasure
 }
 var file_piledger_v1_ledger_proto_depIdxs = []int32{
 	5, // 0: piledger.v1.AppendEventsRequest.events:type_name -> piledger.v1.Event
@@ -413,15 +425,16 @@ var file_piledger_v1_ledger_proto_depIdxs = []int32{
 	6, // 2: piledger.v1.Receipt.recorded_at:type_name -> google.protobuf.Timestamp
 	7, // 3: piledger.v1.LogEntry.header:type_name -> piledger.v1.EnvelopeHeader
 	5, // 4: piledger.v1.LogEntry.event:type_name -> piledger.v1.Event
-	0, // 5: piledger.v1.LedgerService.AppendEvents:input_type -> piledger.v1.AppendEventsRequest
-	3, // 6: piledger.v1.LedgerService.ListLogEntries:input_type -> piledger.v1.ListLogEntriesRequest
-	1, // 7: piledger.v1.LedgerService.AppendEvents:output_type -> piledger.v1.AppendEventsResponse
-	4, // 8: piledger.v1.LedgerService.ListLogEntries:output_type -> piledger.v1.LogEntry
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	8, // 5: piledger.v1.LogEntry.erasure:type_name -> piledger.v1.Erasure
+	0, // 6: piledger.v1.LedgerService.AppendEvents:input_type -> piledger.v1.AppendEventsRequest
+	3, // 7: piledger.v1.LedgerService.ListLogEntries:input_type -> piledger.v1.ListLogEntriesRequest
+	1, // 8: piledger.v1.LedgerService.AppendEvents:output_type -> piledger.v1.AppendEventsResponse
+	4, // 9: piledger.v1.LedgerService.ListLogEntries:output_type -> piledger.v1.LogEntry
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_piledger_v1_ledger_proto_init() }

@@ -478,8 +478,11 @@ type DataMap struct {
 	// Holdings that could not be shown because the subject's key that
 	// encrypted them was destroyed (crypto-shredded).
 	ShreddedHoldingCount int32 `protobuf:"varint,6,opt,name=shredded_holding_count,json=shreddedHoldingCount,proto3" json:"shredded_holding_count,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The subject's erasures, oldest first: when, and how many log entries
+	// each made unreadable.
+	Erasures      []*SubjectErasure `protobuf:"bytes,7,rep,name=erasures,proto3" json:"erasures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DataMap) Reset() {
@@ -550,6 +553,106 @@ func (x *DataMap) GetLogSize() uint64 {
 func (x *DataMap) GetShreddedHoldingCount() int32 {
 	if x != nil {
 		return x.ShreddedHoldingCount
+	}
+	return 0
+}
+
+func (x *DataMap) GetErasures() []*SubjectErasure {
+	if x != nil {
+		return x.Erasures
+	}
+	return nil
+}
+
+// SubjectErasure is one erasure of a subject as the log records it.
+type SubjectErasure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log index of the erasure entry.
+	LogIndex uint64 `protobuf:"varint,1,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// When the ledger recorded the erasure.
+	EraseTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=erase_time,json=eraseTime,proto3" json:"erase_time,omitempty"`
+	// The highest key generation it destroyed.
+	Generation uint32 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// The number of the subject's log entries it made unreadable: every entry
+	// of the subject after the previous erasure and before this one.
+	EventCount uint64 `protobuf:"varint,4,opt,name=event_count,json=eventCount,proto3" json:"event_count,omitempty"`
+	// The log indexes of the first and last of those entries (unset when
+	// event_count is 0).
+	FirstIndex uint64 `protobuf:"varint,5,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
+	// See first_index.
+	LastIndex     uint64 `protobuf:"varint,6,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubjectErasure) Reset() {
+	*x = SubjectErasure{}
+	mi := &file_piledger_v1_subjects_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubjectErasure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubjectErasure) ProtoMessage() {}
+
+func (x *SubjectErasure) ProtoReflect() protoreflect.Message {
+	mi := &file_piledger_v1_subjects_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubjectErasure.ProtoReflect.Descriptor instead.
+func (*SubjectErasure) Descriptor() ([]byte, []int) {
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SubjectErasure) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *SubjectErasure) GetEraseTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EraseTime
+	}
+	return nil
+}
+
+func (x *SubjectErasure) GetGeneration() uint32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SubjectErasure) GetEventCount() uint64 {
+	if x != nil {
+		return x.EventCount
+	}
+	return 0
+}
+
+func (x *SubjectErasure) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
+func (x *SubjectErasure) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
 	}
 	return 0
 }
@@ -632,7 +735,7 @@ type Holding struct {
 
 func (x *Holding) Reset() {
 	*x = Holding{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[4]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +747,7 @@ func (x *Holding) String() string {
 func (*Holding) ProtoMessage() {}
 
 func (x *Holding) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[4]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +760,7 @@ func (x *Holding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Holding.ProtoReflect.Descriptor instead.
 func (*Holding) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{4}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Holding) GetName() string {
@@ -889,7 +992,7 @@ type ListSubjectEventsRequest struct {
 
 func (x *ListSubjectEventsRequest) Reset() {
 	*x = ListSubjectEventsRequest{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[5]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1004,7 @@ func (x *ListSubjectEventsRequest) String() string {
 func (*ListSubjectEventsRequest) ProtoMessage() {}
 
 func (x *ListSubjectEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[5]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1017,7 @@ func (x *ListSubjectEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubjectEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListSubjectEventsRequest) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{5}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListSubjectEventsRequest) GetParent() string {
@@ -953,14 +1056,17 @@ type ListSubjectEventsResponse struct {
 	// The token of the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// The number of log entries the answer reflects.
-	LogSize       uint64 `protobuf:"varint,3,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	LogSize uint64 `protobuf:"varint,3,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	// The subject's erasures, oldest first: the events they made unreadable
+	// are not listed.
+	Erasures      []*SubjectErasure `protobuf:"bytes,4,rep,name=erasures,proto3" json:"erasures,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListSubjectEventsResponse) Reset() {
 	*x = ListSubjectEventsResponse{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[6]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1078,7 @@ func (x *ListSubjectEventsResponse) String() string {
 func (*ListSubjectEventsResponse) ProtoMessage() {}
 
 func (x *ListSubjectEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[6]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1091,7 @@ func (x *ListSubjectEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubjectEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubjectEventsResponse) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{6}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListSubjectEventsResponse) GetSubjectEvents() []*SubjectEvent {
@@ -1009,6 +1115,13 @@ func (x *ListSubjectEventsResponse) GetLogSize() uint64 {
 	return 0
 }
 
+func (x *ListSubjectEventsResponse) GetErasures() []*SubjectErasure {
+	if x != nil {
+		return x.Erasures
+	}
+	return nil
+}
+
 // SubjectEvent is one event of a subject as the read models hold it.
 type SubjectEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1027,7 +1140,7 @@ type SubjectEvent struct {
 
 func (x *SubjectEvent) Reset() {
 	*x = SubjectEvent{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[7]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1152,7 @@ func (x *SubjectEvent) String() string {
 func (*SubjectEvent) ProtoMessage() {}
 
 func (x *SubjectEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[7]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1165,7 @@ func (x *SubjectEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectEvent.ProtoReflect.Descriptor instead.
 func (*SubjectEvent) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{7}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubjectEvent) GetName() string {
@@ -1096,7 +1209,7 @@ type ExportSubjectRequest struct {
 
 func (x *ExportSubjectRequest) Reset() {
 	*x = ExportSubjectRequest{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[8]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1221,7 @@ func (x *ExportSubjectRequest) String() string {
 func (*ExportSubjectRequest) ProtoMessage() {}
 
 func (x *ExportSubjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[8]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1234,7 @@ func (x *ExportSubjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportSubjectRequest.ProtoReflect.Descriptor instead.
 func (*ExportSubjectRequest) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{8}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExportSubjectRequest) GetName() string {
@@ -1150,7 +1263,7 @@ type EraseSubjectRequest struct {
 
 func (x *EraseSubjectRequest) Reset() {
 	*x = EraseSubjectRequest{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[9]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1275,7 @@ func (x *EraseSubjectRequest) String() string {
 func (*EraseSubjectRequest) ProtoMessage() {}
 
 func (x *EraseSubjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[9]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1288,7 @@ func (x *EraseSubjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EraseSubjectRequest.ProtoReflect.Descriptor instead.
 func (*EraseSubjectRequest) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{9}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EraseSubjectRequest) GetName() string {
@@ -1207,7 +1320,7 @@ type ErasureReceipt struct {
 
 func (x *ErasureReceipt) Reset() {
 	*x = ErasureReceipt{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[10]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1332,7 @@ func (x *ErasureReceipt) String() string {
 func (*ErasureReceipt) ProtoMessage() {}
 
 func (x *ErasureReceipt) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[10]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1345,7 @@ func (x *ErasureReceipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErasureReceipt.ProtoReflect.Descriptor instead.
 func (*ErasureReceipt) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{10}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ErasureReceipt) GetName() string {
@@ -1288,7 +1401,7 @@ type ErasureLocation struct {
 
 func (x *ErasureLocation) Reset() {
 	*x = ErasureLocation{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[11]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1413,7 @@ func (x *ErasureLocation) String() string {
 func (*ErasureLocation) ProtoMessage() {}
 
 func (x *ErasureLocation) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[11]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1426,7 @@ func (x *ErasureLocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErasureLocation.ProtoReflect.Descriptor instead.
 func (*ErasureLocation) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{11}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ErasureLocation) GetName() string {
@@ -1368,7 +1481,7 @@ type SubjectExport struct {
 
 func (x *SubjectExport) Reset() {
 	*x = SubjectExport{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[12]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1493,7 @@ func (x *SubjectExport) String() string {
 func (*SubjectExport) ProtoMessage() {}
 
 func (x *SubjectExport) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[12]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1506,7 @@ func (x *SubjectExport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubjectExport.ProtoReflect.Descriptor instead.
 func (*SubjectExport) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{12}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SubjectExport) GetName() string {
@@ -1469,7 +1582,7 @@ type ConsentStatus struct {
 
 func (x *ConsentStatus) Reset() {
 	*x = ConsentStatus{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[13]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1594,7 @@ func (x *ConsentStatus) String() string {
 func (*ConsentStatus) ProtoMessage() {}
 
 func (x *ConsentStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[13]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1607,7 @@ func (x *ConsentStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentStatus.ProtoReflect.Descriptor instead.
 func (*ConsentStatus) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{13}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ConsentStatus) GetProcessor() string {
@@ -1569,7 +1682,7 @@ type ListDueHoldingsRequest struct {
 
 func (x *ListDueHoldingsRequest) Reset() {
 	*x = ListDueHoldingsRequest{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[14]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1694,7 @@ func (x *ListDueHoldingsRequest) String() string {
 func (*ListDueHoldingsRequest) ProtoMessage() {}
 
 func (x *ListDueHoldingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[14]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1707,7 @@ func (x *ListDueHoldingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDueHoldingsRequest.ProtoReflect.Descriptor instead.
 func (*ListDueHoldingsRequest) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{14}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListDueHoldingsRequest) GetBefore() *timestamppb.Timestamp {
@@ -1654,7 +1767,7 @@ type ListDueHoldingsResponse struct {
 
 func (x *ListDueHoldingsResponse) Reset() {
 	*x = ListDueHoldingsResponse{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[15]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1779,7 @@ func (x *ListDueHoldingsResponse) String() string {
 func (*ListDueHoldingsResponse) ProtoMessage() {}
 
 func (x *ListDueHoldingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[15]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1792,7 @@ func (x *ListDueHoldingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDueHoldingsResponse.ProtoReflect.Descriptor instead.
 func (*ListDueHoldingsResponse) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{15}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListDueHoldingsResponse) GetHoldings() []*Holding {
@@ -1737,7 +1850,7 @@ type ListPurposeHoldingsRequest struct {
 
 func (x *ListPurposeHoldingsRequest) Reset() {
 	*x = ListPurposeHoldingsRequest{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[16]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1862,7 @@ func (x *ListPurposeHoldingsRequest) String() string {
 func (*ListPurposeHoldingsRequest) ProtoMessage() {}
 
 func (x *ListPurposeHoldingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[16]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1875,7 @@ func (x *ListPurposeHoldingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPurposeHoldingsRequest.ProtoReflect.Descriptor instead.
 func (*ListPurposeHoldingsRequest) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{16}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListPurposeHoldingsRequest) GetParent() string {
@@ -1810,7 +1923,7 @@ type ListPurposeHoldingsResponse struct {
 
 func (x *ListPurposeHoldingsResponse) Reset() {
 	*x = ListPurposeHoldingsResponse{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[17]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1935,7 @@ func (x *ListPurposeHoldingsResponse) String() string {
 func (*ListPurposeHoldingsResponse) ProtoMessage() {}
 
 func (x *ListPurposeHoldingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[17]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1948,7 @@ func (x *ListPurposeHoldingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPurposeHoldingsResponse.ProtoReflect.Descriptor instead.
 func (*ListPurposeHoldingsResponse) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{17}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListPurposeHoldingsResponse) GetPurposeHoldings() []*PurposeHolding {
@@ -1884,7 +1997,7 @@ type PurposeHolding struct {
 
 func (x *PurposeHolding) Reset() {
 	*x = PurposeHolding{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[18]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2009,7 @@ func (x *PurposeHolding) String() string {
 func (*PurposeHolding) ProtoMessage() {}
 
 func (x *PurposeHolding) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[18]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2022,7 @@ func (x *PurposeHolding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurposeHolding.ProtoReflect.Descriptor instead.
 func (*PurposeHolding) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{18}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PurposeHolding) GetProcessor() string {
@@ -1967,7 +2080,7 @@ type CategoryCount struct {
 
 func (x *CategoryCount) Reset() {
 	*x = CategoryCount{}
-	mi := &file_piledger_v1_subjects_proto_msgTypes[19]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2092,7 @@ func (x *CategoryCount) String() string {
 func (*CategoryCount) ProtoMessage() {}
 
 func (x *CategoryCount) ProtoReflect() protoreflect.Message {
-	mi := &file_piledger_v1_subjects_proto_msgTypes[19]
+	mi := &file_piledger_v1_subjects_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2105,7 @@ func (x *CategoryCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CategoryCount.ProtoReflect.Descriptor instead.
 func (*CategoryCount) Descriptor() ([]byte, []int) {
-	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{19}
+	return file_piledger_v1_subjects_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CategoryCount) GetDataCategory() string {
@@ -2025,14 +2138,28 @@ const file_piledger_v1_subjects_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\tmin_index\x18\x02 \x01(\x04H\x00R\bminIndex\x88\x01\x01B\f\n" +
 	"\n" +
-	"_min_index\"\xff\x01\n" +
+	"_min_index\"\xb8\x02\n" +
 	"\aDataMap\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tpseudonym\x18\x02 \x01(\tR\tpseudonym\x120\n" +
 	"\bholdings\x18\x03 \x03(\v2\x14.piledger.v1.HoldingR\bholdings\x12?\n" +
 	"\revaluate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fevaluateTime\x12\x19\n" +
 	"\blog_size\x18\x05 \x01(\x04R\alogSize\x124\n" +
-	"\x16shredded_holding_count\x18\x06 \x01(\x05R\x14shreddedHoldingCount\"\xff\n" +
+	"\x16shredded_holding_count\x18\x06 \x01(\x05R\x14shreddedHoldingCount\x127\n" +
+	"\berasures\x18\a \x03(\v2\x1b.piledger.v1.SubjectErasureR\berasures\"\xe9\x01\n" +
+	"\x0eSubjectErasure\x12\x1b\n" +
+	"\tlog_index\x18\x01 \x01(\x04R\blogIndex\x129\n" +
+	"\n" +
+	"erase_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\teraseTime\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\rR\n" +
+	"generation\x12\x1f\n" +
+	"\vevent_count\x18\x04 \x01(\x04R\n" +
+	"eventCount\x12\x1f\n" +
+	"\vfirst_index\x18\x05 \x01(\x04R\n" +
+	"firstIndex\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x06 \x01(\x04R\tlastIndex\"\xff\n" +
 	"\n" +
 	"\aHolding\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
@@ -2078,11 +2205,12 @@ const file_piledger_v1_subjects_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\x12 \n" +
 	"\tmin_index\x18\x04 \x01(\x04H\x00R\bminIndex\x88\x01\x01B\f\n" +
 	"\n" +
-	"_min_index\"\xa0\x01\n" +
+	"_min_index\"\xd9\x01\n" +
 	"\x19ListSubjectEventsResponse\x12@\n" +
 	"\x0esubject_events\x18\x01 \x03(\v2\x19.piledger.v1.SubjectEventR\rsubjectEvents\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x19\n" +
-	"\blog_size\x18\x03 \x01(\x04R\alogSize\"\x9f\x01\n" +
+	"\blog_size\x18\x03 \x01(\x04R\alogSize\x127\n" +
+	"\berasures\x18\x04 \x03(\v2\x1b.piledger.v1.SubjectErasureR\berasures\"\x9f\x01\n" +
 	"\fSubjectEvent\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12;\n" +
@@ -2219,7 +2347,7 @@ func file_piledger_v1_subjects_proto_rawDescGZIP() []byte {
 }
 
 var file_piledger_v1_subjects_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_piledger_v1_subjects_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_piledger_v1_subjects_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_piledger_v1_subjects_proto_goTypes = []any{
 	(HoldingState)(0),                   // 0: piledger.v1.HoldingState
 	(Provenance)(0),                     // 1: piledger.v1.Provenance
@@ -2229,82 +2357,86 @@ var file_piledger_v1_subjects_proto_goTypes = []any{
 	(*ResolveSubjectResponse)(nil),      // 5: piledger.v1.ResolveSubjectResponse
 	(*GetDataMapRequest)(nil),           // 6: piledger.v1.GetDataMapRequest
 	(*DataMap)(nil),                     // 7: piledger.v1.DataMap
-	(*Holding)(nil),                     // 8: piledger.v1.Holding
-	(*ListSubjectEventsRequest)(nil),    // 9: piledger.v1.ListSubjectEventsRequest
-	(*ListSubjectEventsResponse)(nil),   // 10: piledger.v1.ListSubjectEventsResponse
-	(*SubjectEvent)(nil),                // 11: piledger.v1.SubjectEvent
-	(*ExportSubjectRequest)(nil),        // 12: piledger.v1.ExportSubjectRequest
-	(*EraseSubjectRequest)(nil),         // 13: piledger.v1.EraseSubjectRequest
-	(*ErasureReceipt)(nil),              // 14: piledger.v1.ErasureReceipt
-	(*ErasureLocation)(nil),             // 15: piledger.v1.ErasureLocation
-	(*SubjectExport)(nil),               // 16: piledger.v1.SubjectExport
-	(*ConsentStatus)(nil),               // 17: piledger.v1.ConsentStatus
-	(*ListDueHoldingsRequest)(nil),      // 18: piledger.v1.ListDueHoldingsRequest
-	(*ListDueHoldingsResponse)(nil),     // 19: piledger.v1.ListDueHoldingsResponse
-	(*ListPurposeHoldingsRequest)(nil),  // 20: piledger.v1.ListPurposeHoldingsRequest
-	(*ListPurposeHoldingsResponse)(nil), // 21: piledger.v1.ListPurposeHoldingsResponse
-	(*PurposeHolding)(nil),              // 22: piledger.v1.PurposeHolding
-	(*CategoryCount)(nil),               // 23: piledger.v1.CategoryCount
-	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
-	(*Consent)(nil),                     // 25: piledger.v1.Consent
-	(*Retention)(nil),                   // 26: piledger.v1.Retention
-	(*Event)(nil),                       // 27: piledger.v1.Event
+	(*SubjectErasure)(nil),              // 8: piledger.v1.SubjectErasure
+	(*Holding)(nil),                     // 9: piledger.v1.Holding
+	(*ListSubjectEventsRequest)(nil),    // 10: piledger.v1.ListSubjectEventsRequest
+	(*ListSubjectEventsResponse)(nil),   // 11: piledger.v1.ListSubjectEventsResponse
+	(*SubjectEvent)(nil),                // 12: piledger.v1.SubjectEvent
+	(*ExportSubjectRequest)(nil),        // 13: piledger.v1.ExportSubjectRequest
+	(*EraseSubjectRequest)(nil),         // 14: piledger.v1.EraseSubjectRequest
+	(*ErasureReceipt)(nil),              // 15: piledger.v1.ErasureReceipt
+	(*ErasureLocation)(nil),             // 16: piledger.v1.ErasureLocation
+	(*SubjectExport)(nil),               // 17: piledger.v1.SubjectExport
+	(*ConsentStatus)(nil),               // 18: piledger.v1.ConsentStatus
+	(*ListDueHoldingsRequest)(nil),      // 19: piledger.v1.ListDueHoldingsRequest
+	(*ListDueHoldingsResponse)(nil),     // 20: piledger.v1.ListDueHoldingsResponse
+	(*ListPurposeHoldingsRequest)(nil),  // 21: piledger.v1.ListPurposeHoldingsRequest
+	(*ListPurposeHoldingsResponse)(nil), // 22: piledger.v1.ListPurposeHoldingsResponse
+	(*PurposeHolding)(nil),              // 23: piledger.v1.PurposeHolding
+	(*CategoryCount)(nil),               // 24: piledger.v1.CategoryCount
+	(*timestamppb.Timestamp)(nil),       // 25: google.protobuf.Timestamp
+	(*Consent)(nil),                     // 26: piledger.v1.Consent
+	(*Retention)(nil),                   // 27: piledger.v1.Retention
+	(*Event)(nil),                       // 28: piledger.v1.Event
 }
 var file_piledger_v1_subjects_proto_depIdxs = []int32{
-	8,  // 0: piledger.v1.DataMap.holdings:type_name -> piledger.v1.Holding
-	24, // 1: piledger.v1.DataMap.evaluate_time:type_name -> google.protobuf.Timestamp
-	24, // 2: piledger.v1.Holding.obtain_time:type_name -> google.protobuf.Timestamp
-	25, // 3: piledger.v1.Holding.consent:type_name -> piledger.v1.Consent
-	1,  // 4: piledger.v1.Holding.provenance:type_name -> piledger.v1.Provenance
-	26, // 5: piledger.v1.Holding.retention:type_name -> piledger.v1.Retention
-	0,  // 6: piledger.v1.Holding.state:type_name -> piledger.v1.HoldingState
-	24, // 7: piledger.v1.Holding.destroy_due_time:type_name -> google.protobuf.Timestamp
-	2,  // 8: piledger.v1.Holding.deadline_basis:type_name -> piledger.v1.DeadlineBasis
-	24, // 9: piledger.v1.Holding.earliest_destroy_time:type_name -> google.protobuf.Timestamp
-	24, // 10: piledger.v1.Holding.destroy_time:type_name -> google.protobuf.Timestamp
-	24, // 11: piledger.v1.Holding.disclose_time:type_name -> google.protobuf.Timestamp
-	24, // 12: piledger.v1.Holding.consent_withdraw_time:type_name -> google.protobuf.Timestamp
-	24, // 13: piledger.v1.Holding.purpose_end_time:type_name -> google.protobuf.Timestamp
-	11, // 14: piledger.v1.ListSubjectEventsResponse.subject_events:type_name -> piledger.v1.SubjectEvent
-	24, // 15: piledger.v1.SubjectEvent.record_time:type_name -> google.protobuf.Timestamp
-	27, // 16: piledger.v1.SubjectEvent.event:type_name -> piledger.v1.Event
-	24, // 17: piledger.v1.ErasureReceipt.erase_time:type_name -> google.protobuf.Timestamp
-	15, // 18: piledger.v1.ErasureReceipt.locations:type_name -> piledger.v1.ErasureLocation
-	24, // 19: piledger.v1.ErasureLocation.until_time:type_name -> google.protobuf.Timestamp
-	24, // 20: piledger.v1.SubjectExport.export_time:type_name -> google.protobuf.Timestamp
-	7,  // 21: piledger.v1.SubjectExport.data_map:type_name -> piledger.v1.DataMap
-	11, // 22: piledger.v1.SubjectExport.events:type_name -> piledger.v1.SubjectEvent
-	17, // 23: piledger.v1.SubjectExport.consents:type_name -> piledger.v1.ConsentStatus
-	3,  // 24: piledger.v1.ConsentStatus.state:type_name -> piledger.v1.ConsentState
-	24, // 25: piledger.v1.ConsentStatus.update_time:type_name -> google.protobuf.Timestamp
-	25, // 26: piledger.v1.ConsentStatus.consent:type_name -> piledger.v1.Consent
-	24, // 27: piledger.v1.ListDueHoldingsRequest.before:type_name -> google.protobuf.Timestamp
-	8,  // 28: piledger.v1.ListDueHoldingsResponse.holdings:type_name -> piledger.v1.Holding
-	24, // 29: piledger.v1.ListDueHoldingsResponse.before:type_name -> google.protobuf.Timestamp
-	24, // 30: piledger.v1.ListDueHoldingsResponse.evaluate_time:type_name -> google.protobuf.Timestamp
-	22, // 31: piledger.v1.ListPurposeHoldingsResponse.purpose_holdings:type_name -> piledger.v1.PurposeHolding
-	23, // 32: piledger.v1.PurposeHolding.categories:type_name -> piledger.v1.CategoryCount
-	24, // 33: piledger.v1.PurposeHolding.earliest_obtain_time:type_name -> google.protobuf.Timestamp
-	24, // 34: piledger.v1.PurposeHolding.purpose_end_time:type_name -> google.protobuf.Timestamp
-	4,  // 35: piledger.v1.SubjectService.ResolveSubject:input_type -> piledger.v1.ResolveSubjectRequest
-	6,  // 36: piledger.v1.SubjectService.GetDataMap:input_type -> piledger.v1.GetDataMapRequest
-	9,  // 37: piledger.v1.SubjectService.ListSubjectEvents:input_type -> piledger.v1.ListSubjectEventsRequest
-	12, // 38: piledger.v1.SubjectService.ExportSubject:input_type -> piledger.v1.ExportSubjectRequest
-	13, // 39: piledger.v1.SubjectService.EraseSubject:input_type -> piledger.v1.EraseSubjectRequest
-	18, // 40: piledger.v1.HoldingService.ListDueHoldings:input_type -> piledger.v1.ListDueHoldingsRequest
-	20, // 41: piledger.v1.HoldingService.ListPurposeHoldings:input_type -> piledger.v1.ListPurposeHoldingsRequest
-	5,  // 42: piledger.v1.SubjectService.ResolveSubject:output_type -> piledger.v1.ResolveSubjectResponse
-	7,  // 43: piledger.v1.SubjectService.GetDataMap:output_type -> piledger.v1.DataMap
-	10, // 44: piledger.v1.SubjectService.ListSubjectEvents:output_type -> piledger.v1.ListSubjectEventsResponse
-	16, // 45: piledger.v1.SubjectService.ExportSubject:output_type -> piledger.v1.SubjectExport
-	14, // 46: piledger.v1.SubjectService.EraseSubject:output_type -> piledger.v1.ErasureReceipt
-	19, // 47: piledger.v1.HoldingService.ListDueHoldings:output_type -> piledger.v1.ListDueHoldingsResponse
-	21, // 48: piledger.v1.HoldingService.ListPurposeHoldings:output_type -> piledger.v1.ListPurposeHoldingsResponse
-	42, // [42:49] is the sub-list for method output_type
-	35, // [35:42] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	9,  // 0: piledger.v1.DataMap.holdings:type_name -> piledger.v1.Holding
+	25, // 1: piledger.v1.DataMap.evaluate_time:type_name -> google.protobuf.Timestamp
+	8,  // 2: piledger.v1.DataMap.erasures:type_name -> piledger.v1.SubjectErasure
+	25, // 3: piledger.v1.SubjectErasure.erase_time:type_name -> google.protobuf.Timestamp
+	25, // 4: piledger.v1.Holding.obtain_time:type_name -> google.protobuf.Timestamp
+	26, // 5: piledger.v1.Holding.consent:type_name -> piledger.v1.Consent
+	1,  // 6: piledger.v1.Holding.provenance:type_name -> piledger.v1.Provenance
+	27, // 7: piledger.v1.Holding.retention:type_name -> piledger.v1.Retention
+	0,  // 8: piledger.v1.Holding.state:type_name -> piledger.v1.HoldingState
+	25, // 9: piledger.v1.Holding.destroy_due_time:type_name -> google.protobuf.Timestamp
+	2,  // 10: piledger.v1.Holding.deadline_basis:type_name -> piledger.v1.DeadlineBasis
+	25, // 11: piledger.v1.Holding.earliest_destroy_time:type_name -> google.protobuf.Timestamp
+	25, // 12: piledger.v1.Holding.destroy_time:type_name -> google.protobuf.Timestamp
+	25, // 13: piledger.v1.Holding.disclose_time:type_name -> google.protobuf.Timestamp
+	25, // 14: piledger.v1.Holding.consent_withdraw_time:type_name -> google.protobuf.Timestamp
+	25, // 15: piledger.v1.Holding.purpose_end_time:type_name -> google.protobuf.Timestamp
+	12, // 16: piledger.v1.ListSubjectEventsResponse.subject_events:type_name -> piledger.v1.SubjectEvent
+	8,  // 17: piledger.v1.ListSubjectEventsResponse.erasures:type_name -> piledger.v1.SubjectErasure
+	25, // 18: piledger.v1.SubjectEvent.record_time:type_name -> google.protobuf.Timestamp
+	28, // 19: piledger.v1.SubjectEvent.event:type_name -> piledger.v1.Event
+	25, // 20: piledger.v1.ErasureReceipt.erase_time:type_name -> google.protobuf.Timestamp
+	16, // 21: piledger.v1.ErasureReceipt.locations:type_name -> piledger.v1.ErasureLocation
+	25, // 22: piledger.v1.ErasureLocation.until_time:type_name -> google.protobuf.Timestamp
+	25, // 23: piledger.v1.SubjectExport.export_time:type_name -> google.protobuf.Timestamp
+	7,  // 24: piledger.v1.SubjectExport.data_map:type_name -> piledger.v1.DataMap
+	12, // 25: piledger.v1.SubjectExport.events:type_name -> piledger.v1.SubjectEvent
+	18, // 26: piledger.v1.SubjectExport.consents:type_name -> piledger.v1.ConsentStatus
+	3,  // 27: piledger.v1.ConsentStatus.state:type_name -> piledger.v1.ConsentState
+	25, // 28: piledger.v1.ConsentStatus.update_time:type_name -> google.protobuf.Timestamp
+	26, // 29: piledger.v1.ConsentStatus.consent:type_name -> piledger.v1.Consent
+	25, // 30: piledger.v1.ListDueHoldingsRequest.before:type_name -> google.protobuf.Timestamp
+	9,  // 31: piledger.v1.ListDueHoldingsResponse.holdings:type_name -> piledger.v1.Holding
+	25, // 32: piledger.v1.ListDueHoldingsResponse.before:type_name -> google.protobuf.Timestamp
+	25, // 33: piledger.v1.ListDueHoldingsResponse.evaluate_time:type_name -> google.protobuf.Timestamp
+	23, // 34: piledger.v1.ListPurposeHoldingsResponse.purpose_holdings:type_name -> piledger.v1.PurposeHolding
+	24, // 35: piledger.v1.PurposeHolding.categories:type_name -> piledger.v1.CategoryCount
+	25, // 36: piledger.v1.PurposeHolding.earliest_obtain_time:type_name -> google.protobuf.Timestamp
+	25, // 37: piledger.v1.PurposeHolding.purpose_end_time:type_name -> google.protobuf.Timestamp
+	4,  // 38: piledger.v1.SubjectService.ResolveSubject:input_type -> piledger.v1.ResolveSubjectRequest
+	6,  // 39: piledger.v1.SubjectService.GetDataMap:input_type -> piledger.v1.GetDataMapRequest
+	10, // 40: piledger.v1.SubjectService.ListSubjectEvents:input_type -> piledger.v1.ListSubjectEventsRequest
+	13, // 41: piledger.v1.SubjectService.ExportSubject:input_type -> piledger.v1.ExportSubjectRequest
+	14, // 42: piledger.v1.SubjectService.EraseSubject:input_type -> piledger.v1.EraseSubjectRequest
+	19, // 43: piledger.v1.HoldingService.ListDueHoldings:input_type -> piledger.v1.ListDueHoldingsRequest
+	21, // 44: piledger.v1.HoldingService.ListPurposeHoldings:input_type -> piledger.v1.ListPurposeHoldingsRequest
+	5,  // 45: piledger.v1.SubjectService.ResolveSubject:output_type -> piledger.v1.ResolveSubjectResponse
+	7,  // 46: piledger.v1.SubjectService.GetDataMap:output_type -> piledger.v1.DataMap
+	11, // 47: piledger.v1.SubjectService.ListSubjectEvents:output_type -> piledger.v1.ListSubjectEventsResponse
+	17, // 48: piledger.v1.SubjectService.ExportSubject:output_type -> piledger.v1.SubjectExport
+	15, // 49: piledger.v1.SubjectService.EraseSubject:output_type -> piledger.v1.ErasureReceipt
+	20, // 50: piledger.v1.HoldingService.ListDueHoldings:output_type -> piledger.v1.ListDueHoldingsResponse
+	22, // 51: piledger.v1.HoldingService.ListPurposeHoldings:output_type -> piledger.v1.ListPurposeHoldingsResponse
+	45, // [45:52] is the sub-list for method output_type
+	38, // [38:45] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_piledger_v1_subjects_proto_init() }
@@ -2314,17 +2446,17 @@ func file_piledger_v1_subjects_proto_init() {
 	}
 	file_piledger_v1_event_proto_init()
 	file_piledger_v1_subjects_proto_msgTypes[2].OneofWrappers = []any{}
-	file_piledger_v1_subjects_proto_msgTypes[5].OneofWrappers = []any{}
-	file_piledger_v1_subjects_proto_msgTypes[8].OneofWrappers = []any{}
-	file_piledger_v1_subjects_proto_msgTypes[14].OneofWrappers = []any{}
-	file_piledger_v1_subjects_proto_msgTypes[16].OneofWrappers = []any{}
+	file_piledger_v1_subjects_proto_msgTypes[6].OneofWrappers = []any{}
+	file_piledger_v1_subjects_proto_msgTypes[9].OneofWrappers = []any{}
+	file_piledger_v1_subjects_proto_msgTypes[15].OneofWrappers = []any{}
+	file_piledger_v1_subjects_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_piledger_v1_subjects_proto_rawDesc), len(file_piledger_v1_subjects_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
