@@ -97,6 +97,15 @@ func (a accessed) collect(msg proto.Message, requested string) {
 		for _, h := range m.GetHoldings() {
 			a.add(holdingSubject(h.GetName()), h.GetDataCategory())
 		}
+	case *piledgerv1.ListFindingsResponse:
+		// A finding names its subject and shows what was done with their
+		// data, and its holding when it has one. An erased subject's
+		// finding shows no holding: no record, as for a shredded entry.
+		for _, f := range m.GetFindings() {
+			if !f.GetShredded() {
+				a.add(f.GetPseudonym(), f.GetHolding().GetDataCategory())
+			}
+		}
 	case *piledgerv1.LogEntry:
 		// A shredded entry shows its clear header only: no record.
 		if m.GetEvent() != nil && !m.GetShredded() {

@@ -142,6 +142,18 @@ var policies = map[string]policy{
 			emitterReason: "processor review of its own holdings due for destruction",
 		},
 	},
+	// Findings name subjects and show their holdings: an emitter sees those
+	// about its own processing, and every read is recorded for each subject
+	// listed.
+	piledgerv1.FindingService_ListFindings_FullMethodName: {
+		roles:       rolesOf(RoleEmitter, RoleRegulator, RoleAdmin),
+		before:      ownProcessorFindings,
+		reasonRoles: overseers,
+		access: &accessRule{
+			kind:          piledgerv1.AccessKind_ACCESS_KIND_VIEW,
+			emitterReason: "processor review of the rule findings about its own processing",
+		},
+	},
 	// Purpose holdings are counts per processor: nobody's records.
 	piledgerv1.HoldingService_ListPurposeHoldings_FullMethodName: {roles: overseers},
 
@@ -184,6 +196,23 @@ func ownProcessorEvents(id *Identity, req proto.Message) error {
 // processor filter becomes its own.
 func ownProcessorHoldings(id *Identity, req proto.Message) error {
 	r, ok := req.(*piledgerv1.ListDueHoldingsRequest)
+	if !ok || id.Role != RoleEmitter {
+		return nil
+	}
+	switch r.GetProcessor() {
+	case "":
+		r.Processor = id.Processor
+	case id.Processor:
+	default:
+		return denied("processor", "is not the processor the caller's credentials are bound to")
+	}
+	return nil
+}
+
+// ownProcessorFindings: an emitter lists only the findings about its own
+// processor; an empty processor filter becomes its own.
+func ownProcessorFindings(id *Identity, req proto.Message) error {
+	r, ok := req.(*piledgerv1.ListFindingsRequest)
 	if !ok || id.Role != RoleEmitter {
 		return nil
 	}

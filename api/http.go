@@ -51,6 +51,7 @@ func newHTTPHandler(ctx context.Context, cfg Config, conn *grpc.ClientConn, logg
 		piledgerv1.RegisterLedgerServiceHandler,
 		piledgerv1.RegisterSubjectServiceHandler,
 		piledgerv1.RegisterHoldingServiceHandler,
+		piledgerv1.RegisterFindingServiceHandler,
 		piledgerv1.RegisterTransparencyServiceHandler,
 	} {
 		if err := register(ctx, gw, conn); err != nil {

@@ -212,6 +212,11 @@ func TestRouteTable(t *testing.T) {
 			allowed:   []string{"authorization", s.key("city-police")},
 			forbidden: map[string]string{"another processor": shop, "a subject": subjectA},
 		},
+		piledgerv1.FindingService_ListFindings_FullMethodName: {
+			req:       &piledgerv1.ListFindingsRequest{Processor: "city-police"},
+			allowed:   []string{"authorization", s.key("city-police")},
+			forbidden: map[string]string{"another processor": shop, "a subject": subjectA},
+		},
 		piledgerv1.HoldingService_ListPurposeHoldings_FullMethodName: {
 			req:       &piledgerv1.ListPurposeHoldingsRequest{Parent: "purposes/public-safety"},
 			allowed:   []string{"authorization", regulator},

@@ -42,6 +42,8 @@ type ReadModels interface {
 	DueHoldings(ctx context.Context, q projections.DueQuery) (*piledgerv1.ListDueHoldingsResponse, error)
 	// PurposeHoldings returns one page of who holds data for a purpose.
 	PurposeHoldings(ctx context.Context, purpose string, pageSize int, pageToken string, minIndex *uint64) (*piledgerv1.ListPurposeHoldingsResponse, error)
+	// Findings returns one page of rule findings.
+	Findings(ctx context.Context, q projections.FindingQuery) (*piledgerv1.ListFindingsResponse, error)
 }
 
 var _ ReadModels = (*projections.Store)(nil)
@@ -63,7 +65,8 @@ func WithErasure(keys *crypto.Keyring, signer *crypto.LogSigner) Option {
 	return func(o *options) { o.keys, o.signer = keys, signer }
 }
 
-// WithReadModels serves the SubjectService and HoldingService over rm.
+// WithReadModels serves the SubjectService, HoldingService and
+// FindingService over rm.
 // Without it those services answer UNIMPLEMENTED.
 func WithReadModels(rm ReadModels) Option {
 	return func(o *options) { o.readModels = rm }
@@ -77,8 +80,10 @@ func (o *options) register(s *grpc.Server, hs *health.Server, logger *slog.Logge
 	}
 	piledgerv1.RegisterSubjectServiceServer(s, &subjectService{rm: o.readModels, keys: o.keys, signer: o.signer, logger: logger})
 	piledgerv1.RegisterHoldingServiceServer(s, &holdingService{rm: o.readModels, logger: logger})
+	piledgerv1.RegisterFindingServiceServer(s, &findingService{rm: o.readModels, logger: logger})
 	hs.SetServingStatus(piledgerv1.SubjectService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(piledgerv1.HoldingService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(piledgerv1.FindingService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 }
 
 // subjectService implements piledgerv1.SubjectServiceServer on ReadModels.

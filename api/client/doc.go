@@ -13,6 +13,10 @@
 //   - with [Client.Append]: one caller-chosen batch, appended atomically and
 //     synchronously.
 //
+// [Client.Findings] (an iterator over every page) and [Client.ListFindings]
+// (one page) read the rule findings the server raised on the recorded
+// events; an emitter sees those about its own processor.
+//
 // # Durability
 //
 // A receipt means the event is durably recorded: the server acknowledges a

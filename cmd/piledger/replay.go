@@ -25,8 +25,10 @@ func newReplayCmd(getenv func(string) string) *cobra.Command {
 		Long: `Stream the log from a running piledger, in log order, decrypted.
 
 --output json prints one LogEntry per line (protobuf JSON, NDJSON); entries of
-crypto-shredded subjects carry only their clear header. --output table prints
-the clear headers only, never event contents.`,
+crypto-shredded subjects carry only their clear header; an erasure entry
+(header.erasure) carries what was erased instead of an event. --output table
+prints the clear headers only, never event contents (an erasure entry's
+operation reads ERASURE).`,
 		Example: `  piledger replay --output table
   piledger replay --start 1000 --limit 50 > entries.ndjson
   PILEDGER_SERVER=ledger.internal:7070 piledger replay --tls-ca ca.pem --api-key-file key.txt`,
@@ -65,8 +67,12 @@ the clear headers only, never event contents.`,
 				}
 				if tw != nil {
 					h := entry.GetHeader()
+					op := h.GetOperation().String()
+					if h.GetErasure() {
+						op = "ERASURE" // the ledger's record of a subject's erasure
+					}
 					fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%t\t%s\n", entry.GetIndex(), entry.GetBlockSequence(),
-						h.GetEventId(), h.GetOperation(), h.GetProcessor(),
+						h.GetEventId(), op, h.GetProcessor(),
 						h.GetRecordedAt().AsTime().Format(time.RFC3339Nano), entry.GetShredded(), h.GetPseudonym())
 					continue
 				}

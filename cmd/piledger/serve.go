@@ -23,6 +23,7 @@ import (
 	"github.com/piledger/piledger/ledger/tlog"
 	"github.com/piledger/piledger/ledger/transparency"
 	"github.com/piledger/piledger/projections"
+	"github.com/piledger/piledger/projections/rules"
 )
 
 // serveConfig is the effective configuration of `piledger serve`.
@@ -44,6 +45,9 @@ type serveConfig struct {
 	checkpointInterval time.Duration
 	// Authentication, TLS, limits, metrics (issue 6).
 	sec securityFlags
+	// ruleFiles are the operator's policy files, applied over the default
+	// rule pack in order (issue 8).
+	ruleFiles []string
 }
 
 func newServeCmd(getenv func(string) string) *cobra.Command {
@@ -60,12 +64,23 @@ and the read models (data maps, timelines, retention, purposes) under
 <data>/projections, rebuilt from the log when deleted. The Merkle tree over the
 log is under <data>/tree (also rebuilt when deleted); signed checkpoints go to
 the PILEDGER_CHECKPOINTS stream, and the key that signs them is printed at
-startup (verifier_key): publish it, so that regulators can pin it.`,
+startup (verifier_key): publish it, so that regulators can pin it.
+
+Findings are raised by the default rule pack (PIPL and the public-security
+image rules) with the files of --rules applied over it in order: a rule of
+the same name replaces one, "disabled: true" removes it, a new name adds one
+(docs/RULES.md). The files are checked before anything starts; a broken rule
+stops the server with a message naming the file and the rule. The policy's
+version is logged at startup (policy). Changing the policy rebuilds the read
+models from the log.`,
 		Example: `  # a single node on this machine, data in ./data
   piledger serve
 
   # listen on every interface, JSON logs, data elsewhere
   piledger serve --data /var/lib/piledger --grpc-addr 0.0.0.0:7070 --http-addr 0.0.0.0:8080 --log-format json
+
+  # the default rule pack with the operator's own rules over it
+  piledger serve --rules /etc/piledger/acme-rules.yaml
 
   # against a NATS cluster (password from the environment)
   PILEDGER_NATS_PASSWORD=... piledger serve --nats-url nats://n1:4222,nats://n2:4222 --nats-user piledger --replicas 3`,
@@ -91,8 +106,9 @@ startup (verifier_key): publish it, so that regulators can pin it.`,
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&cfg.logOrigin, "log-origin", tlog.DefaultOrigin, "the log's origin: first line of every signed checkpoint and name of the signing key (a name you control, e.g. ledger.example.org/piledger)")
 	f.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", transparency.DefaultCheckpointInterval, "longest time between new events and a signed checkpoint covering them")
+	f.StringSliceVar(&cfg.ruleFiles, "rules", nil, "policy file applied over the default rule pack (repeatable, or comma-separated; applied in order)")
 	secFlags := addSecurityFlags(cmd, &cfg.sec)
-	withEnv(cmd, getenv, append([]string{"data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "nats-user", "replicas", "log-level", "log-format", "log-origin", "checkpoint-interval"}, secFlags...)...)
+	withEnv(cmd, getenv, append([]string{"data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "nats-user", "replicas", "log-level", "log-format", "log-origin", "checkpoint-interval", "rules"}, secFlags...)...)
 	return cmd
 }
 
@@ -121,6 +137,12 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 // in-flight calls, then the ledger drains its pending appends, then the
 // ledger index and the keyring close, then NATS.
 func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error) {
+	// The policy first: a broken rule stops the server before anything
+	// starts.
+	policy, err := rules.Load(cfg.ruleFiles...)
+	if err != nil {
+		return usageError(fmt.Errorf("--rules: %w", err))
+	}
 	dataDir, err := filepath.Abs(cfg.dataDir)
 	if err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -176,7 +198,7 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 		return err
 	}
 	defer func() { err = errors.Join(err, led.Close()) }()
-	store, err := projections.Open(projections.Config{Dir: filepath.Join(dataDir, "projections"), Logger: logger}, led, keys)
+	store, err := projections.Open(projections.Config{Dir: filepath.Join(dataDir, "projections"), Policy: policy, Logger: logger}, led, keys)
 	if err != nil {
 		return err
 	}
@@ -215,7 +237,8 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 		slog.String("nats", natsDesc),
 		slog.Bool("nats_creds", cfg.natsCreds != ""),
 		slog.String("log_origin", tl.Origin()),
-		slog.String("verifier_key", tl.VerifierKey()))
+		slog.String("verifier_key", tl.VerifierKey()),
+		slog.String("policy", policy.Version()))
 
 	// The ledger's loop and the projector get their own contexts, canceled
 	// only once the api has stopped: appends still in flight during the api's
