@@ -160,7 +160,7 @@ func startAuthStack(t testing.TB, cfg api.Config, pki *testPKI) *authStack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(cfg, led, logger, api.WithReadModels(store), api.WithErasure(keys, receiptSigner))
+	srv, err := api.New(cfg, led, logger, api.WithReadModels(store), api.WithErasure(led, keys, receiptSigner))
 	if err != nil {
 		t.Fatal(err)
 	}

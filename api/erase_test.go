@@ -126,10 +126,16 @@ func TestEraseSubject(t *testing.T) {
 	// subject's readable.
 	erased := map[string]bool{s.keys.Pseudonym(restRef): true, pg: true, pa: true}
 	entries := s.entriesAs(t, regulator, "erasure test", 0)
-	seen := 0
+	seen, erasures := 0, map[string]int{}
 	for _, e := range entries {
 		p := e.GetHeader().GetPseudonym()
 		switch {
+		case erased[p] && e.GetHeader().GetErasure():
+			// The ledger's own record of the erasure, readable.
+			erasures[e.GetErasure().GetRequestedBy()]++
+			if e.GetErasure().GetGeneration() != 1 || e.GetShredded() || e.GetEvent() != nil {
+				t.Errorf("erasure entry %d: %v", e.GetIndex(), e)
+			}
 		case erased[p]:
 			seen++
 			if !e.GetShredded() || e.GetEvent() != nil {
@@ -141,8 +147,13 @@ func TestEraseSubject(t *testing.T) {
 			}
 		}
 	}
-	if seen != 3 {
-		t.Errorf("%d entries of erased subjects in the log, want 3", seen)
+	if seen != 3 || erasures["subject"] != 2 || erasures["admin"] != 2 {
+		t.Errorf("%d entries of erased subjects and erasure entries %v in the log; want 3, and 2 by subjects, 2 by the admin", seen, erasures)
+	}
+	for _, l := range rr.GetLocations() {
+		if l.GetName() == "log-entries" && !strings.HasPrefix(l.GetDetail(), "1 entries of the subject now unreadable") {
+			t.Errorf("receipt: log-entries says %q, want the count of 1", l.GetDetail())
+		}
 	}
 
 	// The data map of an erased subject holds no plaintext.
@@ -156,6 +167,9 @@ func TestEraseSubject(t *testing.T) {
 	}
 	if len(m.GetHoldings()) != 0 || m.GetShreddedHoldingCount() != 1 {
 		t.Errorf("data map after erasure: %d holdings, %d shredded; want 0 and 1", len(m.GetHoldings()), m.GetShreddedHoldingCount())
+	}
+	if e := m.GetErasures(); len(e) != 1 || e[0].GetEventCount() != 1 || e[0].GetEraseTime() == nil {
+		t.Errorf("data map after erasure: erasures %v, want one, of 1 entry", e)
 	}
 	for _, plain := range []string{"gate-cam-7", "public-safety", "north entrance", "sign-12", "face"} {
 		if strings.Contains(string(body), plain) {

@@ -2,9 +2,8 @@ package api
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/piledger/piledger/crypto"
@@ -53,16 +53,26 @@ type Option func(*options)
 
 type options struct {
 	readModels ReadModels
+	eraser     Eraser
 	keys       *crypto.Keyring
 	signer     *crypto.LogSigner
 }
 
-// WithErasure serves SubjectService.EraseSubject: keys destroys the
-// subject's keys and signer (the transparency log's signing key) signs the
-// receipt. Without it (or without WithReadModels) EraseSubject answers
+// Eraser records a subject's erasure in the log and destroys the subject's
+// keys (*ledger.Ledger).
+type Eraser interface {
+	Erase(ctx context.Context, pseudonym string, req ledger.ErasureRequest) (ledger.ErasureResult, error)
+}
+
+var _ Eraser = (*ledger.Ledger)(nil)
+
+// WithErasure serves SubjectService.EraseSubject: e records the erasure in
+// the log and destroys the subject's keys, keys describes the key store on
+// the receipt, and signer (the transparency log's signing key) signs it.
+// Without it (or without WithReadModels) EraseSubject answers
 // UNIMPLEMENTED.
-func WithErasure(keys *crypto.Keyring, signer *crypto.LogSigner) Option {
-	return func(o *options) { o.keys, o.signer = keys, signer }
+func WithErasure(e Eraser, keys *crypto.Keyring, signer *crypto.LogSigner) Option {
+	return func(o *options) { o.eraser, o.keys, o.signer = e, keys, signer }
 }
 
 // WithReadModels serves the SubjectService, HoldingService and
@@ -78,7 +88,7 @@ func (o *options) register(s *grpc.Server, hs *health.Server, logger *slog.Logge
 	if o.readModels == nil {
 		return
 	}
-	piledgerv1.RegisterSubjectServiceServer(s, &subjectService{rm: o.readModels, keys: o.keys, signer: o.signer, logger: logger})
+	piledgerv1.RegisterSubjectServiceServer(s, &subjectService{rm: o.readModels, eraser: o.eraser, keys: o.keys, signer: o.signer, logger: logger})
 	piledgerv1.RegisterHoldingServiceServer(s, &holdingService{rm: o.readModels, logger: logger})
 	piledgerv1.RegisterFindingServiceServer(s, &findingService{rm: o.readModels, logger: logger})
 	hs.SetServingStatus(piledgerv1.SubjectService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -90,7 +100,8 @@ func (o *options) register(s *grpc.Server, hs *health.Server, logger *slog.Logge
 type subjectService struct {
 	piledgerv1.UnimplementedSubjectServiceServer
 	rm     ReadModels
-	keys   *crypto.Keyring   // nil: no erasure
+	eraser Eraser            // nil: no erasure
+	keys   *crypto.Keyring   // describes the key store on receipts
 	signer *crypto.LogSigner // signs erasure receipts
 	logger *slog.Logger
 }
@@ -168,10 +179,12 @@ func (s *subjectService) ExportSubject(ctx context.Context, req *piledgerv1.Expo
 // docs/ERASURE.md).
 const kekRetention = 30 * 24 * time.Hour
 
-// EraseSubject implements piledgerv1.SubjectServiceServer: it destroys the
-// subject's keys and returns a signed receipt. Repeating it is harmless.
+// EraseSubject implements piledgerv1.SubjectServiceServer: it records the
+// erasure in the log, destroys the subject's keys, waits until the read
+// models applied the erasure entry (to count the entries it made
+// unreadable) and returns a signed receipt. Repeating it is harmless.
 func (s *subjectService) EraseSubject(ctx context.Context, req *piledgerv1.EraseSubjectRequest) (*piledgerv1.ErasureReceipt, error) {
-	if s.keys == nil || s.signer == nil {
+	if s.eraser == nil || s.keys == nil || s.signer == nil {
 		return s.UnimplementedSubjectServiceServer.EraseSubject(ctx, req)
 	}
 	var v violations
@@ -179,30 +192,50 @@ func (s *subjectService) EraseSubject(ctx context.Context, req *piledgerv1.Erase
 	if err := v.err(); err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
-	rep, err := s.keys.Destroy(ctx, p)
+	er := ledger.ErasureRequest{RequestedBy: "admin"}
+	if id, ok := CallerIdentity(ctx); ok && id.Role == RoleSubject {
+		er.RequestedBy = "subject"
+	} else if md, ok := metadata.FromIncomingContext(ctx); ok {
+		er.Reason, _ = readReason(md) // validated by the authorization interceptor
+	}
+	res, err := s.eraser.Erase(ctx, p, er)
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
-	now := time.Now().UTC().Truncate(time.Second)
-	r := &crypto.ErasureReceipt{Subject: p, ErasedAt: now, Locations: s.keys.KeyStoreLocations(rep, now.Add(kekRetention))}
-	if rep.Generations == 0 && len(r.Locations) > 0 && r.Locations[0].Name == "key-store" {
+	now := res.Receipt.GetRecordedAt().AsTime().UTC().Truncate(time.Second)
+	r := &crypto.ErasureReceipt{Subject: p, ErasedAt: now, Locations: s.keys.KeyStoreLocations(res.Keys, now.Add(kekRetention))}
+	if res.Generation == 0 && len(r.Locations) > 0 && r.Locations[0].Name == "key-store" {
 		// A subject the ledger never made a key for: say so rather than
 		// "generations 1..0".
 		r.Locations[0].Detail = "no key of the subject existed; nothing to destroy"
 	}
-	// The read models decrypt rows with the subject's key at read time: with
-	// the key gone they show nothing of the subject's records.
-	shredded := "no holding of the subject is recorded"
-	if dm, err := s.rm.DataMap(ctx, p, nil); err == nil {
-		shredded = strconv.Itoa(int(dm.GetShreddedHoldingCount())) + " holding(s) now unreadable"
-	} else if !errors.Is(err, projections.ErrNotFound) {
+	// The read models apply the erasure entry: they count the subject's
+	// entries it made unreadable, and their rows are sealed under the
+	// destroyed key.
+	index := res.Receipt.GetIndex()
+	dm, err := s.rm.DataMap(ctx, p, &index)
+	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
+	var erased *piledgerv1.SubjectErasure
+	for _, e := range dm.GetErasures() {
+		if e.GetLogIndex() == index {
+			erased = e
+		}
+	}
+	entries := "the erasure entry was not found in the read models"
+	if erased != nil {
+		entries = fmt.Sprintf("%d entries of the subject now unreadable (they replay as shredded headers)", erased.GetEventCount())
+		if erased.GetEventCount() > 0 {
+			entries += fmt.Sprintf(", at log indexes %d to %d", erased.GetFirstIndex(), erased.GetLastIndex())
+		}
+	}
 	r.Locations = append(r.Locations,
+		crypto.ErasureLocation{Name: "erasure-entry", State: crypto.LocationDone,
+			Detail: fmt.Sprintf("recorded in the log at index %d", index)},
 		crypto.ErasureLocation{Name: "read-models", State: crypto.LocationDone,
-			Detail: "rows are sealed under the destroyed key; " + shredded},
-		crypto.ErasureLocation{Name: "log-entries", State: crypto.LocationDone,
-			Detail: "every entry sealed under a destroyed generation is unreadable (replays as shredded); count not computed"},
+			Detail: fmt.Sprintf("rows are sealed under the destroyed key; %d holding(s) now unreadable", dm.GetShreddedHoldingCount())},
+		crypto.ErasureLocation{Name: "log-entries", State: crypto.LocationDone, Detail: entries},
 		crypto.ErasureLocation{Name: "external-systems", State: crypto.LocationOutOfScope,
 			Detail: "copies held by emitters"},
 	)

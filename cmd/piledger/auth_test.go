@@ -156,6 +156,24 @@ func TestQuickstartWithAuth(t *testing.T) {
 		t.Errorf("/metrics lacks piledger_access_events_total")
 	}
 
+	// The subject reads and erases their own records from the CLI with
+	// --me: nothing is resolved, no reference is needed.
+	asSubject := map[string]string{"PILEDGER_SERVER": addr, "PILEDGER_TOKEN": subject}
+	if code, out, errOut := cli(t, asSubject, "", "where", "--me"); code != 0 || !strings.Contains(out, "face") {
+		t.Errorf("where --me as the subject: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, asSubject, "", "where", "--me", "resident-42"); code != exitInvalid {
+		t.Errorf("where --me with a REF: exit %d, want 2\n%s", code, errOut)
+	}
+	if code, out, errOut := cli(t, asSubject, "", "erase", "--me", "--yes"); code != 0 || !strings.Contains(out, "log-entries") ||
+		!strings.Contains(out, "erasure-entry") {
+		t.Errorf("erase --me as the subject: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := cli(t, asSubject, "", "where", "--me", "-o", "json"); code != 0 || !strings.Contains(out, `"erasures"`) ||
+		strings.Contains(out, "public-safety") {
+		t.Errorf("where --me after the erasure: exit %d\n%s%s", code, out, errOut)
+	}
+
 	// Keys: listed without the key, then revoked.
 	code, out, _ = cli(t, nil, "", "processors", "list", "--data", dataDir)
 	if code != 0 || !strings.Contains(out, "city-police") || strings.Contains(out, key) {

@@ -221,7 +221,7 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 	if err != nil {
 		return err
 	}
-	srv, err := api.New(apiCfg, led, logger, api.WithReadModels(store), api.WithErasure(keys, receiptSigner))
+	srv, err := api.New(apiCfg, led, logger, api.WithReadModels(store), api.WithErasure(led, keys, receiptSigner))
 	if err != nil {
 		return err
 	}

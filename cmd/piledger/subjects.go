@@ -28,6 +28,12 @@ type readFlags struct {
 	output   string
 	timeout  time.Duration
 	minIndex int64 // -1: do not wait
+	me       bool  // the caller's own records (a data subject's token), no REF
+}
+
+// addMeFlag defines --me on a command about one subject.
+func addMeFlag(cmd *cobra.Command, fl *readFlags) {
+	cmd.Flags().BoolVar(&fl.me, "me", false, `your own records, as the data subject of your token (PILEDGER_TOKEN): no REF, nothing resolved ("subjects/me")`)
 }
 
 // addReadFlags defines the read-model commands' flags with the given
@@ -89,8 +95,14 @@ func (fl *readFlags) index() *uint64 {
 // oneSubject checks that a command got exactly its REF argument; anything
 // else is a usage error (exit 2).
 func oneSubject(cmd *cobra.Command, args []string) error {
+	if me, _ := cmd.Flags().GetBool("me"); me {
+		if len(args) != 0 {
+			return usageError(fmt.Errorf("--me takes no REF argument (see '%s --help')", cmd.CommandPath()))
+		}
+		return nil
+	}
 	if len(args) != 1 {
-		return usageError(fmt.Errorf("want one REF argument, got %d (see '%s --help')", len(args), cmd.CommandPath()))
+		return usageError(fmt.Errorf("want one REF argument, or --me, got %d (see '%s --help')", len(args), cmd.CommandPath()))
 	}
 	return nil
 }
@@ -117,9 +129,12 @@ func subjectArg(cmd *cobra.Command, args []string) (string, error) {
 // REF, dials the server, resolves REF to its pseudonym and calls fn with it.
 func (fl *readFlags) subjectRun(getenv func(string) string, fn func(ctx context.Context, cmd *cobra.Command, c *readClients, pseudonym string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		ref, err := subjectArg(cmd, args)
-		if err != nil {
-			return err
+		var ref string
+		if !fl.me {
+			var err error
+			if ref, err = subjectArg(cmd, args); err != nil {
+				return err
+			}
 		}
 		ctx, c, cancel, err := fl.open(cmd.Context(), getenv)
 		if err != nil {
@@ -127,6 +142,9 @@ func (fl *readFlags) subjectRun(getenv func(string) string, fn func(ctx context.
 		}
 		defer cancel()
 		defer c.closer.Close()
+		if fl.me {
+			return fn(ctx, cmd, c, "me") // the server names the caller's own pseudonym
+		}
 		p, err := c.resolve(ctx, ref, cmd.ErrOrStderr())
 		if err != nil {
 			return err
@@ -158,13 +176,14 @@ const (
 	cliUse = `REF is the subject's reference in your systems; "-" reads it from the first
 line of stdin, which keeps it out of shell history and process lists. It is
 sent only in the body of subjects:resolve; every other call names the subject
-by its pseudonym.`
+by its pseudonym. A data subject passes --me instead, with their own token
+(PILEDGER_TOKEN): nothing is resolved, the server answers for "subjects/me".`
 )
 
 func newWhereCmd(getenv func(string) string) *cobra.Command {
 	var fl readFlags
 	cmd := &cobra.Command{
-		Use:   "where REF",
+		Use:   "where REF | where --me",
 		Short: "Show where a subject's data is held, and when it is destroyed",
 		Long: `Show every holding of a subject's data: which processor and system hold which
 category, since when, why, how they obtained it, and when it must be (or was)
@@ -188,6 +207,7 @@ destroyed.
 		}),
 	}
 	addReadFlags(cmd, getenv, &fl, "table")
+	addMeFlag(cmd, &fl)
 	return cmd
 }
 
@@ -197,7 +217,7 @@ func newTimelineCmd(getenv func(string) string) *cobra.Command {
 		limit int
 	)
 	cmd := &cobra.Command{
-		Use:   "timeline REF",
+		Use:   "timeline REF | timeline --me",
 		Short: "Show a subject's events, newest first, including every access",
 		Long: `Show what happened to a subject's data, newest first: collections, uses,
 provisions, destructions, consents, and every access with who and why.
@@ -246,6 +266,7 @@ provisions, destructions, consents, and every access with who and why.
 		}),
 	}
 	addReadFlags(cmd, getenv, &fl, "table")
+	addMeFlag(cmd, &fl)
 	cmd.Flags().IntVar(&limit, "limit", 0, "print at most this many events; 0 prints all")
 	return cmd
 }
@@ -256,7 +277,7 @@ func newExportCmd(getenv func(string) string) *cobra.Command {
 		out string
 	)
 	cmd := &cobra.Command{
-		Use:   "export REF | export --out FILE",
+		Use:   "export REF | export --me | export --out FILE",
 		Short: "Export everything about a subject as one JSON document, or the whole log as a bundle",
 		Long: `Export everything the ledger's read models hold about a subject — data map,
 every event, consents — as one JSON document (SubjectExport, protobuf JSON):
@@ -307,6 +328,7 @@ instead, the same as piledger log export --out FILE.`,
 		}),
 	}
 	addReadFlags(cmd, getenv, &fl, "json")
+	addMeFlag(cmd, &fl)
 	cmd.Flags().StringVarP(&out, "out", "O", "", "write the whole log as a bundle to this file instead (\"-\": stdout)")
 	subject := cmd.RunE
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -327,7 +349,7 @@ func newEraseCmd(getenv func(string) string) *cobra.Command {
 		yes bool
 	)
 	cmd := &cobra.Command{
-		Use:   "erase REF --yes",
+		Use:   "erase REF --yes | erase --me --yes",
 		Short: "Erase a subject by crypto-shredding, and print the signed receipt",
 		Long: `Erase a subject: every generation of the subject's key is destroyed on every
 node, so the subject's log entries and read-model rows can no longer be
@@ -342,7 +364,8 @@ note, which anyone verifies offline with the ledger's verifier key.
 Erasing a subject again is harmless. Admins must give --reason.
 
 --output json prints the ErasureReceipt (protobuf JSON).`,
-		Example: `  echo C-104211 | piledger erase - --yes --reason "erasure request 2026-12"`,
+		Example: `  echo C-104211 | piledger erase - --yes --reason "erasure request 2026-12"
+  PILEDGER_TOKEN=$(cat my-token) piledger erase --me --yes`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := oneSubject(cmd, args); err != nil {
 				return err
@@ -379,6 +402,7 @@ Erasing a subject again is harmless. Admins must give --reason.
 		}),
 	}
 	addReadFlags(cmd, getenv, &fl, "table")
+	addMeFlag(cmd, &fl)
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm the erasure (it cannot be undone)")
 	return cmd
 }
