@@ -87,6 +87,9 @@ func New(cfg Config, log Log, logger *slog.Logger, opts ...Option) (srv *Server,
 		opt(&o)
 	}
 	o.register(s.grpc, s.health, logger)
+	if st, ok := o.readModels.(readModelStats); ok {
+		s.sec.metrics.reg.MustRegister(newReadModelCollector(st))
+	}
 
 	s.gwConn, err = grpc.NewClient(dialTarget(s.grpcLis.Addr()), s.sec.gatewayDialOption())
 	if err != nil {

@@ -152,8 +152,10 @@ func TestQuickstartWithAuth(t *testing.T) {
 	}
 	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(b), "piledger_access_events_total") {
-		t.Errorf("/metrics lacks piledger_access_events_total")
+	for _, m := range []string{"piledger_access_events_total", "piledger_projector_applied_entries", `piledger_projector_entries_total{outcome="applied"}`, "piledger_findings_stored_total"} {
+		if !strings.Contains(string(b), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
 	}
 
 	// The subject reads and erases their own records from the CLI with
