@@ -44,13 +44,20 @@ func seal(ctx context.Context, keys *crypto.Keyring, ev *piledgerv1.Event, pseud
 		RecordedAt:    timestamppb.New(recordedAt),
 		KeyGeneration: key.Generation,
 	}
+	return sealEnvelope(header, key, ev)
+}
+
+// sealEnvelope marshals the header and the content, encrypts the content
+// under key with the marshaled header as associated data, and returns the
+// envelope.
+func sealEnvelope(header *piledgerv1.EnvelopeHeader, key crypto.SubjectKey, content proto.Message) (sealed, error) {
 	hb, err := deterministic.Marshal(header)
 	if err != nil {
 		return sealed{}, fmt.Errorf("ledger: marshal header: %w", err)
 	}
-	pt, err := deterministic.Marshal(ev)
+	pt, err := deterministic.Marshal(content)
 	if err != nil {
-		return sealed{}, fmt.Errorf("ledger: marshal event: %w", err)
+		return sealed{}, fmt.Errorf("ledger: marshal content: %w", err)
 	}
 	ct, err := key.AEAD.Encrypt(pt, hb)
 	if err != nil {

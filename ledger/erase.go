@@ -135,23 +135,7 @@ func sealErasure(ctx context.Context, keys *crypto.Keyring, pseudonym string, e 
 		KeyGeneration: key.Generation,
 		Erasure:       true,
 	}
-	hb, err := deterministic.Marshal(header)
-	if err != nil {
-		return sealed{}, fmt.Errorf("ledger: marshal header: %w", err)
-	}
-	pt, err := deterministic.Marshal(e)
-	if err != nil {
-		return sealed{}, fmt.Errorf("ledger: marshal erasure: %w", err)
-	}
-	ct, err := key.AEAD.Encrypt(pt, hb)
-	if err != nil {
-		return sealed{}, fmt.Errorf("ledger: encrypt: %w", err)
-	}
-	env, err := deterministic.Marshal(&piledgerv1.Envelope{Header: hb, Ciphertext: ct})
-	if err != nil {
-		return sealed{}, fmt.Errorf("ledger: marshal envelope: %w", err)
-	}
-	return sealed{header: header, envelope: env}, nil
+	return sealEnvelope(header, key, e)
 }
 
 // appendSealed appends one entry the ledger sealed itself through the
