@@ -25,15 +25,23 @@ import (
 // userAgent names this SDK in the user agent of every call.
 const userAgent = "piledger-go-client"
 
-// Metadata the client sends with every call when an API key is configured.
+// Metadata the client sends with every call when a credential or a reason is
+// configured.
 const (
-	// APIKeyMetadata is the gRPC metadata key carrying the API key.
+	// APIKeyMetadata is the gRPC metadata key carrying the API key, and the
+	// token ([WithToken]).
 	APIKeyMetadata = "authorization"
 	// APIKeyScheme is the scheme in front of the key: "ApiKey <key>".
 	APIKeyScheme = "ApiKey"
+	// TokenScheme is the scheme in front of a token: "Bearer <token>".
+	TokenScheme = "Bearer"
+	// ReasonMetadata is the gRPC metadata key carrying the reason of
+	// [WithReason], percent-encoded.
+	ReasonMetadata = "x-piledger-reason"
 )
 
-// Client appends events to a piledger server over gRPC.
+// Client appends events to a piledger server over gRPC, and reads what the
+// server derived from them (findings, due holdings, data maps).
 //
 // A Client is safe for concurrent use by any number of goroutines, and meant
 // to be shared: one per process and server. It holds one gRPC connection,
@@ -97,8 +105,8 @@ func receiptFrom(r *piledgerv1.Receipt) *Receipt {
 //
 // Without a transport option the connection uses TLS with the system's root
 // CAs. Errors wrap ErrInvalidOption: a failing option, more than one
-// transport option, or an API key on a plaintext connection to a host that
-// is not a loopback address.
+// transport option, both an API key and a token, or a credential (API key or
+// token) on a plaintext connection to a host that is not a loopback address.
 func New(target string, opts ...Option) (*Client, error) {
 	if strings.TrimSpace(target) == "" {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, errEmptyTarget)
@@ -112,7 +120,7 @@ func New(target string, opts ...Option) (*Client, error) {
 			return nil, err
 		}
 	}
-	if err := o.checkTransport(target); err != nil {
+	if err := o.check(target); err != nil {
 		return nil, err
 	}
 
@@ -139,8 +147,8 @@ func New(target string, opts ...Option) (*Client, error) {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 	}
-	if o.apiKey != "" {
-		dial = append(dial, grpc.WithPerRPCCredentials(apiKeyCreds{key: o.apiKey, requireTLS: !o.insecure}))
+	if cc := o.callCreds(); cc != nil {
+		dial = append(dial, grpc.WithPerRPCCredentials(cc))
 	}
 	dial = append(dial, o.dialOptions...)
 	conn, err := grpc.NewClient(target, dial...)
@@ -196,8 +204,11 @@ func (c *Client) Close() error {
 // event is malformed — nothing was recorded; ErrUnavailable when the retry
 // policy gave up — the outcome is unknown and calling Append again with the
 // same events is safe; ctx.Err() (wrapped) when ctx ended first — the events
-// may still be recorded; ErrClosed after Close. Other server errors are
-// returned as gRPC status errors (status.Code works on them).
+// may still be recorded; ErrClosed after Close; ErrPermissionDenied
+// (wrapping the status) when the credentials may not append an event, for
+// example one of another processor than theirs — nothing was recorded.
+// Other server errors are returned as gRPC status errors (status.Code works
+// on them).
 func (c *Client) Append(ctx context.Context, events ...Event) ([]*Receipt, error) {
 	if c.isClosed() {
 		return nil, ErrClosed
@@ -238,7 +249,7 @@ func (c *Client) Append(ctx context.Context, events ...Event) ([]*Receipt, error
 			}
 			return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 		case !retryable(st.Code()):
-			return nil, fmt.Errorf("client: append: %w", err)
+			return nil, callError("append", err)
 		}
 		delay := c.opts.retry.backoff(attempt, st)
 		if c.opts.retry.giveUp(attempt, start, delay) {
@@ -297,17 +308,26 @@ func (c *Client) isClosed() bool {
 	}
 }
 
-// apiKeyCreds sends the API key with every call.
-type apiKeyCreds struct {
-	key        string
-	requireTLS bool
+// callCreds sends the credential (API key or token) and the reason with
+// every call.
+type callCreds struct {
+	authorization string // "ApiKey <key>", "Bearer <token>" or ""
+	reason        string // percent-encoded, or ""
+	requireTLS    bool
 }
 
-func (a apiKeyCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{APIKeyMetadata: APIKeyScheme + " " + a.key}, nil
+func (c callCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	md := make(map[string]string, 2)
+	if c.authorization != "" {
+		md[APIKeyMetadata] = c.authorization
+	}
+	if c.reason != "" {
+		md[ReasonMetadata] = c.reason
+	}
+	return md, nil
 }
 
-func (a apiKeyCreds) RequireTransportSecurity() bool { return a.requireTLS }
+func (c callCreds) RequireTransportSecurity() bool { return c.requireTLS }
 
 // isLoopback reports whether a gRPC target names this machine.
 func isLoopback(target string) bool {

@@ -13,9 +13,28 @@
 //   - with [Client.Append]: one caller-chosen batch, appended atomically and
 //     synchronously.
 //
-// [Client.Findings] (an iterator over every page) and [Client.ListFindings]
-// (one page) read the rule findings the server raised on the recorded
-// events; an emitter sees those about its own processor.
+// # Reading
+//
+// The client also reads what the server derived from the log, under the
+// same retry policy as appends:
+//
+//   - [Client.Findings] (an iterator over every page) and
+//     [Client.ListFindings] (one page): the rule findings the server raised
+//     on the recorded events;
+//   - [Client.DueHoldings] and [Client.ListDueHoldings]: the holdings whose
+//     destruction is due or overdue;
+//   - [Client.DataMap] (by a person's raw reference, which travels only in
+//     a request body) and [Client.MyDataMap] (the caller's own): every
+//     holding of one person's data and when it is destroyed.
+//
+// What a caller may read depends on its credential. An emitter (API key or
+// client certificate) reads the findings and due holdings of its own
+// processor — the server enforces it — and no data map. A data subject
+// ([WithToken] with a subject token) reads their own data map. A regulator
+// or an admin ([WithToken]) reads everything, and must say why with
+// [WithReason]; the server records each such read, with the reason, in the
+// timeline of every person it shows. A refused call fails with
+// [ErrPermissionDenied].
 //
 // # Durability
 //
@@ -40,16 +59,21 @@
 // Errors are values to test with errors.Is and errors.As, never messages to
 // parse: [ErrInvalidEvent] with [InvalidEventError] and its
 // [FieldViolation]s (the server's google.rpc.BadRequest, also unpacked from
-// raw gRPC errors by [FieldViolations]), [ErrUnavailable], [ErrPushback],
-// [ErrClosed] and [ErrInvalidOption]. [Reason] returns the server's
-// google.rpc.ErrorInfo reason.
+// raw gRPC errors by [FieldViolations]), [ErrUnavailable],
+// [ErrPermissionDenied], [ErrPushback], [ErrClosed] and [ErrInvalidOption].
+// Errors from the server keep its gRPC status (status.Code works on them);
+// [Reason] returns its google.rpc.ErrorInfo reason.
 //
 // # Credentials
 //
 // The connection uses TLS with the system's roots unless told otherwise:
 // [WithTLSConfig] or [WithTLSFiles] (custom roots, mutual TLS), or
-// [WithInsecure] for a server on the same machine. [WithAPIKey] sends an API
-// key with every call.
+// [WithInsecure] for a server on the same machine. [WithAPIKey] sends an
+// emitter's API key with every call, [WithToken] the token (JWT) of a data
+// subject, a regulator or an admin — one or the other, never both — and
+// [WithReason] the reason regulators and admins give for their reads. New
+// refuses to send a key or a token in clear to anything but a loopback
+// address.
 //
 // # Dependencies
 //

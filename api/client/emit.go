@@ -40,10 +40,12 @@ func (p *Pending) Ready() <-chan struct{} { return p.done }
 // Errors: an *InvalidEventError (errors.Is ErrInvalidEvent) — the event was
 // rejected and is not recorded; ErrUnavailable — the retry policy gave up,
 // the outcome is unknown, emitting the same event again (same id) is safe;
-// ErrPushback or ErrClosed — the event was never sent; the context error of
-// Emit's ctx when it ended before the event was admitted — never sent;
-// ctx.Err() of Get's own ctx — Get stopped waiting, but the event is still
-// on its way and a later Get returns its outcome.
+// ErrPermissionDenied (wrapping the status) — the credentials may not append
+// it, for example an event of another processor than theirs, and it is not
+// recorded; ErrPushback or ErrClosed — the event was never sent; the context
+// error of Emit's ctx when it ended before the event was admitted — never
+// sent; ctx.Err() of Get's own ctx — Get stopped waiting, but the event is
+// still on its way and a later Get returns its outcome.
 func (p *Pending) Get(ctx context.Context) (*Receipt, error) {
 	select {
 	case <-p.done:
@@ -316,7 +318,7 @@ func (c *Client) deliver(items []*item) {
 			items = rest
 			continue
 		case !retryable(st.Code()):
-			settleAll(items, fmt.Errorf("client: append: %w", err))
+			settleAll(items, callError("append", err))
 			return
 		}
 		attempt++

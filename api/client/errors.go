@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -36,6 +37,16 @@ var (
 
 	// ErrInvalidOption wraps every error of an [Option] and of [New].
 	ErrInvalidOption = errors.New("client: invalid option")
+
+	// ErrPermissionDenied is the error of a call the server refused with
+	// PERMISSION_DENIED: the caller's credentials do not allow it — the
+	// wrong role (an emitter reading a data map), or another processor's
+	// data (an emitter listing another processor's due holdings or
+	// findings, or appending its events). Retrying with the same
+	// credentials fails again. The gRPC status is wrapped too: status.Code
+	// and [Reason] work on the error, and the status message says what was
+	// refused.
+	ErrPermissionDenied = errors.New("client: permission denied")
 )
 
 // FieldViolation names one invalid field of a rejected event and says what is
@@ -148,6 +159,15 @@ func splitViolations(vs []FieldViolation, n int) (perEvent map[int][]FieldViolat
 		perEvent[i] = append(perEvent[i], FieldViolation{Field: m[2], Description: v.Description})
 	}
 	return perEvent, batch
+}
+
+// callError wraps the final (not retried) failure of the call op: with
+// ErrPermissionDenied too when the server refused it.
+func callError(op string, err error) error {
+	if status.Code(err) == codes.PermissionDenied {
+		return fmt.Errorf("%w: %s: %w", ErrPermissionDenied, op, err)
+	}
+	return fmt.Errorf("client: %s: %w", op, err)
 }
 
 // unavailable wraps the last failure of a call given up under the retry

@@ -149,3 +149,42 @@ func ExampleFieldViolations() {
 	}
 	// Output: recipient.country: is required for OPERATION_TRANSFER_ABROAD
 }
+
+// A clinic's backend lists its holdings due for destruction, to destroy the
+// data and record it. With its API key the server shows it its own
+// processor's holdings only, and refuses another's with a typed error.
+func ExampleClient_DueHoldings() {
+	// readsAddr is a piledger serving read models with authentication on,
+	// clinicKey the API key of processor city-clinic there.
+	c, err := client.New(readsAddr, client.WithInsecure(), client.WithAPIKey(clinicKey), client.WithProcessor("city-clinic"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	ctx := context.Background()
+	receipts, err := c.Append(ctx, client.Collect{
+		EventID:    "0195508a-6c00-7000-8000-000000000001", // fixed: appending it again records nothing new
+		Subject:    "patient-1001",
+		OccurredAt: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC),
+		Categories: []string{"phone"},
+		Purpose:    "contract-performance",
+		LegalBasis: "contract-or-hr",
+		Retention:  &client.Retention{KeepFor: 30 * 24 * time.Hour},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for h, err := range c.DueHoldings(ctx, client.DueQuery{MinIndex: &receipts[0].Index}) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(h.GetProcessor(), h.GetDataCategory(), h.GetDestroyDueTime().AsTime().Format(time.DateOnly), h.GetState())
+	}
+
+	_, err = c.ListDueHoldings(ctx, client.DueQuery{Processor: "shop-42"}, "")
+	fmt.Println(errors.Is(err, client.ErrPermissionDenied))
+	// Output:
+	// city-clinic phone 2025-03-31 HOLDING_STATE_OVERDUE
+	// true
+}

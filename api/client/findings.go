@@ -2,12 +2,10 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"iter"
 	"math"
 	"time"
 
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
@@ -94,42 +92,17 @@ func (c *Client) Findings(ctx context.Context, q FindingQuery) iter.Seq2[*piledg
 // raised the findings and when computed findings were evaluated.
 //
 // Failed calls are retried under the retry policy while ctx allows, as
-// appends are. Errors: gRPC status errors (status.Code works on them) —
-// INVALID_ARGUMENT with the fields at fault in [FieldViolations] for a bad
-// filter or page token, PERMISSION_DENIED for a processor the caller may not
-// see; ErrUnavailable (wrapping the last status) when the retry policy gave
-// up; ctx.Err() (wrapped) when ctx ended first; ErrClosed after Close.
+// appends are. Errors: ErrPermissionDenied (wrapping the status) for a
+// processor the caller may not see; gRPC status errors (status.Code works on
+// them) — INVALID_ARGUMENT with the fields at fault in [FieldViolations] for
+// a bad filter or page token, or for a regulator or admin without
+// [WithReason]; ErrUnavailable (wrapping the last status) when the retry
+// policy gave up; ctx.Err() (wrapped) when ctx ended first; ErrClosed after
+// Close.
 func (c *Client) ListFindings(ctx context.Context, q FindingQuery, pageToken string) (*piledgerv1.ListFindingsResponse, error) {
-	if c.isClosed() {
-		return nil, ErrClosed
-	}
 	req := q.request(pageToken)
 	rpc := piledgerv1.NewFindingServiceClient(c.conn)
-	start := time.Now()
-	for attempt := 1; ; attempt++ {
-		callCtx, cancel := context.WithTimeout(ctx, c.opts.callTimeout)
-		resp, err := rpc.ListFindings(callCtx, req)
-		cancel()
-		if err == nil {
-			return resp, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("client: list findings: %w", ctx.Err())
-		}
-		st := status.Convert(err)
-		if !retryable(st.Code()) {
-			return nil, fmt.Errorf("client: list findings: %w", err)
-		}
-		delay := c.opts.retry.backoff(attempt, st)
-		if c.opts.retry.giveUp(attempt, start, delay) {
-			return nil, unavailable(err)
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("client: list findings: %w (last attempt: %w)", ctx.Err(), err)
-		}
-	}
+	return retryRead(ctx, c, "list findings", func(ctx context.Context) (*piledgerv1.ListFindingsResponse, error) {
+		return rpc.ListFindings(ctx, req)
+	})
 }

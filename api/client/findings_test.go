@@ -1,25 +1,16 @@
 package client_test
 
 import (
-	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/piledger/piledger/api"
 	"github.com/piledger/piledger/api/client"
-	"github.com/piledger/piledger/crypto"
-	"github.com/piledger/piledger/ledger"
-	"github.com/piledger/piledger/projections"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
@@ -28,82 +19,8 @@ import (
 // gRPC address and each processor's API key.
 func startFindingsStack(t *testing.T, processors ...string) (string, map[string]string) {
 	t.Helper()
-	dir := t.TempDir()
-	ctx := context.Background()
-	ns, err := ledger.StartEmbedded(ledger.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kek, err := crypto.OpenLocalKEK(filepath.Join(dir, "kek"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dir, "keyring")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	led, err := ledger.Open(ctx, js, keys, ledger.Config{IndexDir: filepath.Join(dir, "index")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.DiscardHandler)
-	store, err := projections.Open(projections.Config{Dir: filepath.Join(dir, "projections"), Logger: logger, MaxConsistencyWait: 5 * time.Second}, led, keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authDir := filepath.Join(dir, "auth")
-	apiKeys := map[string]string{}
-	for _, p := range processors {
-		if apiKeys[p], _, err = api.AddAPIKey(authDir, p, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	keyStore, err := api.OpenAPIKeyStore(authDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := api.New(api.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Auth: &api.AuthConfig{APIKeys: keyStore}},
-		led, logger, api.WithReadModels(store))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	run := func(f func(context.Context) error, what string) context.CancelFunc {
-		ctx, cancel := context.WithCancel(ctx)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil {
-				t.Errorf("%s: %v", what, err)
-			}
-		}()
-		return cancel
-	}
-	stopLedger := run(led.Run, "ledger.Run")
-	stopProjector := run(store.Run, "projections.Run")
-	stopAPI := run(srv.Run, "api.Server.Run")
-	t.Cleanup(func() {
-		stopAPI()
-		stopProjector()
-		stopLedger()
-		wg.Wait()
-		for _, c := range []io.Closer{store, led, keys} {
-			if err := c.Close(); err != nil {
-				t.Errorf("close: %v", err)
-			}
-		}
-		nc.Close()
-		ns.Shutdown()
-	})
-	return srv.GRPCAddr(), apiKeys
+	s := newReadStack(t, processors...)
+	return s.addr, s.apiKeys
 }
 
 // faceGate is a residential compound's face gate enrolling a resident on
@@ -224,8 +141,8 @@ func TestFindings(t *testing.T) {
 
 	// Errors: another processor's findings, bad filters.
 	_, err = compound.ListFindings(ctx, client.FindingQuery{Processor: "shop-42"}, "")
-	if status.Code(err) != codes.PermissionDenied {
-		t.Errorf("another processor's findings: %v, want PERMISSION_DENIED", err)
+	if !errors.Is(err, client.ErrPermissionDenied) || status.Code(err) != codes.PermissionDenied {
+		t.Errorf("another processor's findings: %v, want ErrPermissionDenied with PERMISSION_DENIED", err)
 	}
 	for _, test := range []struct {
 		q     client.FindingQuery

@@ -5,9 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 )
@@ -38,8 +41,9 @@ const (
 	// unreachable server can make the client hold.
 	DefaultMaxInFlight = 10_000
 
-	// DefaultCallTimeout bounds one AppendEvents attempt. An attempt that
-	// times out is retried with the same event ids.
+	// DefaultCallTimeout bounds one attempt of a call (AppendEvents, or a
+	// read). An append attempt that times out is retried with the same
+	// event ids.
 	DefaultCallTimeout = 30 * time.Second
 
 	// DefaultInitialBackoff, DefaultMaxBackoff, DefaultBackoffMultiplier and
@@ -57,6 +61,14 @@ const (
 	// MaxBatchBytes is the largest byte threshold accepted: the server's
 	// default maximum gRPC message size.
 	MaxBatchBytes = 4 << 20
+
+	// MaxTokenBytes is the largest token [WithToken] accepts: the server
+	// refuses larger ones.
+	MaxTokenBytes = 8 << 10
+
+	// MaxReasonBytes is the longest reason [WithReason] accepts, in bytes of
+	// UTF-8: the ledger's limit on an access event's reason.
+	MaxReasonBytes = 1024
 )
 
 // Option configures a [Client]. Options validate their arguments: [New]
@@ -68,6 +80,8 @@ type options struct {
 	processor string
 	userAgent string
 	apiKey    string
+	token     string
+	reason    string
 
 	insecure  bool
 	tlsConfig *tls.Config
@@ -125,6 +139,60 @@ func WithAPIKey(key string) Option {
 			return optionError("WithAPIKey: the key contains white space or control characters")
 		}
 		o.apiKey = key
+		return nil
+	}
+}
+
+// WithToken sends token, a JWT, with every call, as the gRPC metadata
+// "authorization: Bearer <token>": the credential of a data subject, a
+// regulator or an admin (see docs/SECURITY.md; `piledger token` issues them
+// from the server's local issuer). An emitter uses an API key or a client
+// certificate instead: WithToken and [WithAPIKey] exclude each other. The
+// token is a secret — a subject's token is as sensitive as their subject
+// reference: read it from a file or the environment, never from a command
+// line. New refuses a token on a plaintext connection ([WithInsecure]) to
+// anything but a loopback address. Regulators and admins also need
+// [WithReason] to read people's records.
+func WithToken(token string) Option {
+	return func(o *options) error {
+		switch {
+		case token == "":
+			return optionError("WithToken: empty token")
+		case len(token) > MaxTokenBytes:
+			return optionError("WithToken: the token is longer than %d bytes", MaxTokenBytes)
+		case strings.ContainsFunc(token, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+			return optionError("WithToken: the token contains white space or control characters (give the token alone, without the Bearer scheme)")
+		}
+		o.token = token
+		return nil
+	}
+}
+
+// WithReason sends reason with every call, as the gRPC metadata
+// "x-piledger-reason": why the caller reads people's records (a case or
+// request reference). Regulators and admins must give one to read personal
+// data (a data map, due holdings, findings); without it the server answers
+// INVALID_ARGUMENT on x-piledger-reason. The server records the reason, in
+// the encrypted access event it appends for every person whose records it
+// returns, and never logs it. Subjects and emitters need none.
+//
+// reason is any UTF-8 text of at most MaxReasonBytes bytes, without control
+// characters (line breaks included) and not only white space; it is
+// percent-encoded on the wire, so non-ASCII text travels in the ASCII-only
+// metadata and comes back intact.
+func WithReason(reason string) Option {
+	return func(o *options) error {
+		switch {
+		case strings.TrimSpace(reason) == "":
+			return optionError("WithReason: empty reason")
+		case len(reason) > MaxReasonBytes:
+			return optionError("WithReason: the reason is longer than %d bytes", MaxReasonBytes)
+		case !utf8.ValidString(reason):
+			return optionError("WithReason: the reason is not valid UTF-8")
+		case strings.ContainsFunc(reason, unicode.IsControl):
+			return optionError("WithReason: the reason contains control characters")
+		}
+		o.reason = reason
 		return nil
 	}
 }
@@ -251,8 +319,9 @@ func WithRetry(p RetryPolicy) Option {
 	}
 }
 
-// WithCallTimeout bounds each AppendEvents attempt (default
-// DefaultCallTimeout). A timed-out attempt is retried under the retry policy.
+// WithCallTimeout bounds each attempt of a call — AppendEvents, and the
+// reads (default DefaultCallTimeout). A timed-out attempt is retried under
+// the retry policy.
 func WithCallTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -286,15 +355,44 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 	}
 }
 
-// checkTransport rejects transport combinations that cannot be meant.
-func (o *options) checkTransport(target string) error {
+// check rejects option combinations that cannot be meant: two transports,
+// two credentials, a credential sent in clear across a network.
+func (o *options) check(target string) error {
 	if len(o.transport) > 1 {
 		return optionError("%s exclude each other", strings.Join(o.transport, " and "))
 	}
-	if o.insecure && o.apiKey != "" && !isLoopback(target) {
-		return optionError("an API key on a plaintext connection (WithInsecure) is only allowed to a loopback address; use TLS for %s", target)
+	if o.apiKey != "" && o.token != "" {
+		return optionError("WithAPIKey and WithToken exclude each other: an emitter presents an API key (or a client certificate), a subject, regulator or admin a token")
+	}
+	if o.insecure && !isLoopback(target) {
+		switch {
+		case o.apiKey != "":
+			return optionError("an API key on a plaintext connection (WithInsecure) is only allowed to a loopback address; use TLS for %s", target)
+		case o.token != "":
+			return optionError("a token on a plaintext connection (WithInsecure) is only allowed to a loopback address; use TLS for %s", target)
+		}
 	}
 	return nil
+}
+
+// callCreds returns the per-call credentials of the options, or nil when
+// there is nothing to send. A reason is percent-encoded as the piledger
+// command does (url.PathEscape), which the server decodes.
+func (o *options) callCreds() *callCreds {
+	cc := callCreds{requireTLS: !o.insecure}
+	switch {
+	case o.apiKey != "":
+		cc.authorization = APIKeyScheme + " " + o.apiKey
+	case o.token != "":
+		cc.authorization = TokenScheme + " " + o.token
+	}
+	if o.reason != "" {
+		cc.reason = url.PathEscape(o.reason)
+	}
+	if cc.authorization == "" && cc.reason == "" {
+		return nil
+	}
+	return &cc
 }
 
 var errEmptyTarget = errors.New("empty target")

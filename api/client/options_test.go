@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,6 +35,10 @@ func TestOptions(t *testing.T) {
 		{"API key over plaintext on loopback IPv6", "[::1]:7070", []client.Option{client.WithInsecure(), client.WithAPIKey("k")}, true},
 		{"API key over plaintext on a unix socket", "unix:///run/piledger.sock", []client.Option{client.WithInsecure(), client.WithAPIKey("k")}, true},
 		{"API key over TLS", "ledger.example:7070", []client.Option{client.WithAPIKey("k"), client.WithTLSConfig(&tls.Config{})}, true},
+		{"token and reason over TLS", "ledger.example:7070", []client.Option{client.WithToken("eyJ.a.b"), client.WithReason("case 17"), client.WithTLSConfig(&tls.Config{})}, true},
+		{"token over plaintext on loopback", "127.0.0.1:7070", []client.Option{client.WithInsecure(), client.WithToken("eyJ.a.b")}, true},
+		{"reason of the longest length, any script", "127.0.0.1:7070", []client.Option{client.WithInsecure(), client.WithReason(strings.Repeat("é", client.MaxReasonBytes/2))}, true},
+		{"reason without a credential", "127.0.0.1:7070", []client.Option{client.WithInsecure(), client.WithReason("case 17")}, true},
 
 		{"empty target", " ", nil, false},
 		{"API key over plaintext to the network", "10.1.2.3:7070", []client.Option{client.WithInsecure(), client.WithAPIKey("k")}, false},
@@ -46,6 +51,20 @@ func TestOptions(t *testing.T) {
 		{"bad client certificate", "127.0.0.1:7070", []client.Option{client.WithTLSFiles("", notPEM, notPEM)}, false},
 		{"empty API key", "127.0.0.1:7070", []client.Option{client.WithAPIKey("")}, false},
 		{"API key with a newline", "127.0.0.1:7070", []client.Option{client.WithAPIKey("k\nX-Evil: 1")}, false},
+		{"API key and token", "127.0.0.1:7070", []client.Option{client.WithInsecure(), client.WithAPIKey("k"), client.WithToken("eyJ.a.b")}, false},
+		{"token and API key", "ledger.example:7070", []client.Option{client.WithToken("eyJ.a.b"), client.WithAPIKey("k")}, false},
+		{"token over plaintext to the network", "10.1.2.3:7070", []client.Option{client.WithInsecure(), client.WithToken("eyJ.a.b")}, false},
+		{"empty token", "127.0.0.1:7070", []client.Option{client.WithToken("")}, false},
+		{"token with its scheme", "127.0.0.1:7070", []client.Option{client.WithToken("Bearer eyJ.a.b")}, false},
+		{"token with a newline", "127.0.0.1:7070", []client.Option{client.WithToken("eyJ.a.b\nX-Evil: 1")}, false},
+		{"token too long", "127.0.0.1:7070", []client.Option{client.WithToken(strings.Repeat("a", client.MaxTokenBytes+1))}, false},
+		{"empty reason", "127.0.0.1:7070", []client.Option{client.WithReason("")}, false},
+		{"blank reason", "127.0.0.1:7070", []client.Option{client.WithReason(" \u3000 ")}, false},
+		{"reason with a control character", "127.0.0.1:7070", []client.Option{client.WithReason("case 17\x07")}, false},
+		{"reason with a newline", "127.0.0.1:7070", []client.Option{client.WithReason("case 17\nX-Evil: 1")}, false},
+		{"reason with a C1 control character", "127.0.0.1:7070", []client.Option{client.WithReason("case \u0085 17")}, false},
+		{"reason too long", "127.0.0.1:7070", []client.Option{client.WithReason(strings.Repeat("é", client.MaxReasonBytes/2) + "x")}, false},
+		{"reason not UTF-8", "127.0.0.1:7070", []client.Option{client.WithReason("case \xff")}, false},
 		{"empty processor", "127.0.0.1:7070", []client.Option{client.WithProcessor("")}, false},
 		{"empty user agent", "127.0.0.1:7070", []client.Option{client.WithUserAgent("")}, false},
 		{"batch count 0", "127.0.0.1:7070", []client.Option{client.WithBatching(0, 1<<20, time.Millisecond)}, false},

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"time"
@@ -10,7 +12,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// RetryPolicy says how a failed AppendEvents call is retried.
+// RetryPolicy says how a failed call is retried: AppendEvents, and the
+// reads ([Client.ListFindings], [Client.ListDueHoldings], [Client.DataMap],
+// ...), which are safe to repeat.
 //
 // Only UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED are retried:
 // they mean the server could not take the events now, or the answer was
@@ -106,4 +110,43 @@ func retryInfoDelay(st *status.Status) time.Duration {
 		}
 	}
 	return 0
+}
+
+// retryRead makes the read call (named op in errors) under c's retry policy,
+// each attempt bounded by the call timeout, while ctx allows. Errors:
+// ErrClosed after Close; ctx.Err() (wrapped) when ctx ended first;
+// ErrUnavailable wrapping the last status when the policy gave up; else the
+// status error, wrapped by callError.
+func retryRead[T any](ctx context.Context, c *Client, op string, call func(context.Context) (T, error)) (T, error) {
+	var zero T
+	if c.isClosed() {
+		return zero, ErrClosed
+	}
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		callCtx, cancel := context.WithTimeout(ctx, c.opts.callTimeout)
+		resp, err := call(callCtx)
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return zero, fmt.Errorf("client: %s: %w", op, ctx.Err())
+		}
+		st := status.Convert(err)
+		if !retryable(st.Code()) {
+			return zero, callError(op, err)
+		}
+		delay := c.opts.retry.backoff(attempt, st)
+		if c.opts.retry.giveUp(attempt, start, delay) {
+			return zero, unavailable(err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return zero, fmt.Errorf("client: %s: %w (last attempt: %w)", op, ctx.Err(), err)
+		}
+	}
 }
