@@ -48,6 +48,8 @@ type benchFlags struct {
 	batch     int
 	output    string
 	seed      uint64
+	queries   int64
+	erasures  int
 
 	natsPassword string // from $PILEDGER_NATS_PASSWORD only
 }
@@ -57,6 +59,9 @@ const (
 	benchMinSubjects = 10
 	benchMaxSubjects = 10_000_000
 	benchMaxWriters  = 10_000
+
+	benchDefaultQueries  = 10_000
+	benchDefaultErasures = 100
 )
 
 // Names of the raw JetStream objects the baseline publishes to. They live
@@ -70,7 +75,7 @@ func newBenchCmd(getenv func(string) string) *cobra.Command {
 	var fl benchFlags
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure append throughput and latency against raw JetStream",
+		Short: "Measure append, query and erase throughput and latency against raw JetStream",
 		Long: `Generate load shaped like real emitters and measure it, beside the same
 workload published straight to JetStream in the same run.
 
@@ -99,6 +104,25 @@ test deployment; the server is never taken from $PILEDGER_SERVER. The raw
 baseline then needs --nats-url (the NATS server behind it, to publish on a
 scratch stream of its own), and is skipped, with a note, without it.
 
+--scenario query first fills the ledger exactly as the append scenario does
+(and reports it the same way), waits until the read models have applied every
+acknowledged event (the last receipt's index as MinIndex), then runs --queries
+data-map reads (Client.DataMap: resolve the reference, read the map) of random
+subjects that got events, from --writers concurrent readers, beside the raw
+JetStream cost of fetching one stored log message by sequence (direct get on
+the ledger's stream, same concurrency). --scenario erase fills the same way,
+then erases --erasures distinct random subjects that got events
+(SubjectService.EraseSubject, from --writers concurrent callers), checks that
+each one's data map shows the erasure, and compares with one raw fsynced
+JetStream publish (an erasure appends one fsynced entry).
+
+The embedded piledger serves without authentication, as 'piledger serve
+--insecure-no-auth' does: queries and erasures carry no credential and reads
+are not recorded as accesses. Against --server, the events are appended with
+the API key (--api-key-file or $PILEDGER_API_KEY), and queries and erasures
+use a regulator's or admin's token (--token-file or $PILEDGER_TOKEN) with
+--reason, which the server then records with every read.
+
 Progress goes to stderr when it is a terminal. --output json prints one JSON
 object for machines.`,
 		Example: `  # one command, one machine: piledger and raw JetStream side by side
@@ -109,13 +133,19 @@ object for machines.`,
 
   # a test deployment, with its NATS for the baseline, as JSON
   PILEDGER_API_KEY=... piledger bench --server ledger-test:7070 --tls-ca ca.pem \
-    --nats-url nats://nats-test:4222 --count 100000 --output json`,
+    --nats-url nats://nats-test:4222 --count 100000 --output json
+
+  # data-map query latency: fill 200,000 events of 100,000 subjects, then query
+  piledger bench --scenario query --subjects 100000 --count 200000 --queries 20000
+
+  # erase latency: 100 erasures, 8 at a time
+  piledger bench --scenario erase --subjects 10000 --count 50000 --erasures 100 --writers 8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := fl.validate(cmd); err != nil {
 				return err
 			}
-			if err := fl.conn.resolve(getenv); err != nil {
+			if err := fl.resolveCredentials(getenv); err != nil {
 				return err
 			}
 			fl.natsPassword = getenv("PILEDGER_NATS_PASSWORD")
@@ -135,18 +165,22 @@ object for machines.`,
 	f.StringVar(&fl.natsURL, "nats-url", "", "with --server: the NATS server(s) to publish the raw JetStream baseline to")
 	f.StringVar(&fl.natsCreds, "nats-creds", "", "NATS credentials file (.creds) for --nats-url")
 	f.StringVar(&fl.natsUser, "nats-user", "", "NATS user for --nats-url; the password is read from PILEDGER_NATS_PASSWORD")
-	f.StringVar(&fl.scenario, "scenario", "append", "what to measure: append (query and erase latency come with later releases)")
-	f.IntVar(&fl.writers, "writers", 16, "concurrent writers")
+	f.StringVar(&fl.scenario, "scenario", "append", "what to measure: append (events/s and call latency), query (data-map latency after an append fill) or erase (erasure latency after an append fill)")
+	f.IntVar(&fl.writers, "writers", 16, "concurrent writers; with --scenario query or erase, also the concurrent readers or erasers")
 	f.Float64Var(&fl.rate, "rate", 0, "total events per second over all writers; 0 = as fast as possible")
 	f.IntVar(&fl.subjects, "subjects", 10_000, "distinct data subjects, 10 to 10,000,000")
 	f.DurationVar(&fl.duration, "duration", 10*time.Second, "how long to run (ignored with --count)")
 	f.Int64Var(&fl.count, "count", 0, "run until this many events were sent, instead of --duration")
 	f.IntVar(&fl.batch, "batch", 1, "events per AppendEvents call, 1 to 1000")
 	f.StringVarP(&fl.output, "output", "o", "table", "output: table or json")
-	f.Uint64Var(&fl.seed, "seed", 1, "seed of the event generator (the same seed gives the same event mix)")
-	withEnv(cmd, getenv, "api-key-file", "tls-ca", "tls-cert", "tls-key", "nats-url", "nats-creds", "nats-user", "output")
+	f.Uint64Var(&fl.seed, "seed", 1, "seed of the event generator and of the subjects queried or erased (the same seed gives the same mix)")
+	f.Int64Var(&fl.queries, "queries", benchDefaultQueries, "with --scenario query: data-map queries to run after the fill")
+	f.IntVar(&fl.erasures, "erasures", benchDefaultErasures, "with --scenario erase: distinct subjects to erase after the fill (at most --subjects)")
+	f.Lookup("token-file").Usage = "with --server and --scenario query or erase: file holding the regulator's or admin's token for the queries and erasures (or set $PILEDGER_TOKEN); the events are still appended with the API key"
+	f.Lookup("reason").Usage = "with --token-file: why the bench reads and erases (a case or request reference), recorded by the server with every read"
+	withEnv(cmd, getenv, "api-key-file", "token-file", "reason", "tls-ca", "tls-cert", "tls-key", "nats-url", "nats-creds", "nats-user", "output")
 	completeWords(cmd, "output", "table", "json")
-	completeWords(cmd, "scenario", "append")
+	completeWords(cmd, "scenario", "append", "query", "erase")
 	return cmd
 }
 
@@ -155,11 +189,19 @@ func (fl *benchFlags) validate(cmd *cobra.Command) error {
 	changed := cmd.Flags().Changed
 	var errs []string
 	switch fl.scenario {
-	case "append":
-	case "query", "erase":
-		return usageError(fmt.Errorf("--scenario %s is not available yet: query and erase latency need the read models and erasure, which come in later releases; use --scenario append", fl.scenario))
+	case "append", "query", "erase":
 	default:
-		return usageError(fmt.Errorf("--scenario %q: the only scenario is append", fl.scenario))
+		return usageError(fmt.Errorf("--scenario %q: want append, query or erase", fl.scenario))
+	}
+	if changed("queries") && fl.scenario != "query" {
+		errs = append(errs, "--queries applies to --scenario query only")
+	} else if fl.scenario == "query" && fl.queries < 1 {
+		errs = append(errs, fmt.Sprintf("--queries %d: want 1 or more", fl.queries))
+	}
+	if changed("erasures") && fl.scenario != "erase" {
+		errs = append(errs, "--erasures applies to --scenario erase only")
+	} else if fl.scenario == "erase" && (fl.erasures < 1 || fl.erasures > fl.subjects) {
+		errs = append(errs, fmt.Sprintf("--erasures %d: want 1 to --subjects (%d): each erasure takes a distinct subject", fl.erasures, fl.subjects))
 	}
 	if changed("server") {
 		if fl.conn.server == "" {
@@ -172,8 +214,10 @@ func (fl *benchFlags) validate(cmd *cobra.Command) error {
 	} else if !fl.embedded {
 		errs = append(errs, "--embedded=false needs --server")
 	}
-	if fl.embedded && (fl.natsURL != "" || fl.conn.apiKeyFile != "" || fl.conn.tls()) {
-		errs = append(errs, "--nats-url, --api-key-file and --tls-* apply to --server only")
+	if fl.embedded && (fl.natsURL != "" || fl.conn.apiKeyFile != "" || fl.conn.tokenFile != "" || fl.conn.reason != "" || fl.conn.tls()) {
+		errs = append(errs, "--nats-url, --api-key-file, --token-file, --reason and --tls-* apply to --server only")
+	} else if fl.scenario == "append" && (fl.conn.tokenFile != "" || fl.conn.reason != "") {
+		errs = append(errs, "--token-file and --reason apply to --scenario query and erase only (appends use the API key)")
 	}
 	if fl.natsURL == "" && (fl.natsCreds != "" || fl.natsUser != "") {
 		errs = append(errs, "--nats-creds and --nats-user need --nats-url")
@@ -208,6 +252,38 @@ func (fl *benchFlags) validate(cmd *cobra.Command) error {
 	return nil
 }
 
+// resolveCredentials reads the credentials. The append scenario, and any
+// scenario against the embedded stack, takes one as the other commands do.
+// Query and erase against --server may take two: the API key the events are
+// appended with, and the token of the regulator or admin who reads and
+// erases.
+func (fl *benchFlags) resolveCredentials(getenv func(string) string) error {
+	if fl.scenario == "append" || fl.embedded {
+		return fl.conn.resolve(getenv)
+	}
+	without := func(name string) func(string) string {
+		return func(k string) string {
+			if k == name {
+				return ""
+			}
+			return getenv(k)
+		}
+	}
+	key, tok := fl.conn, fl.conn
+	key.tokenFile, tok.apiKeyFile = "", ""
+	if err := key.resolve(without("PILEDGER_TOKEN")); err != nil {
+		return err
+	}
+	if err := tok.resolve(without("PILEDGER_API_KEY")); err != nil {
+		return err
+	}
+	fl.conn.apiKey, fl.conn.token = key.apiKey, tok.token
+	if fl.conn.token != "" && strings.TrimSpace(fl.conn.reason) == "" {
+		return usageError(errors.New("a token (--token-file or $PILEDGER_TOKEN) needs --reason: regulators and admins say why they read and erase people's records"))
+	}
+	return nil
+}
+
 // benchReport is what bench prints; its JSON form is the --output json
 // contract.
 type benchReport struct {
@@ -222,7 +298,11 @@ type benchReport struct {
 	Seed      uint64           `json:"seed"`
 	Piledger  piledgerResult   `json:"piledger"`
 	Baselines []baselineResult `json:"baselines"`
-	Notes     []string         `json:"notes,omitempty"`
+	// Query and Erase are the measurement of --scenario query and erase,
+	// after the fill reported in Piledger and Baselines.
+	Query *queryResult `json:"query,omitempty"`
+	Erase *eraseResult `json:"erase,omitempty"`
+	Notes []string     `json:"notes,omitempty"`
 }
 
 // piledgerResult is the measured piledger run.
@@ -272,8 +352,8 @@ type baselineResult struct {
 	Ratio float64 `json:"ratio"`
 }
 
-// bench runs the append scenario and prints the report. It returns an error
-// (exit 1) after the report when calls failed or the log check failed.
+// bench runs the scenario and prints the report. It returns an error (exit
+// 1) after the report when calls failed or a check failed.
 func bench(ctx context.Context, fl benchFlags, stdout, stderr io.Writer) (err error) {
 	rep := benchReport{Scenario: fl.scenario, Writers: fl.writers, Batch: fl.batch, Subjects: fl.subjects, Rate: fl.rate, Count: fl.count, Seed: fl.seed}
 	if fl.count == 0 {
@@ -302,19 +382,57 @@ func bench(ctx context.Context, fl benchFlags, stdout, stderr io.Writer) (err er
 	}
 	defer func() { err = errors.Join(err, c.Close()) }()
 
+	// Query and erase read back what the fill wrote: the subjects that got
+	// events, and the read models' view of them.
+	var (
+		written *subjectSet
+		rd      *benchReader
+	)
+	if fl.scenario != "append" {
+		written = newSubjectSet(fl.subjects)
+		if rd, err = newBenchReader(fl, target, c, stack != nil); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, rd.close()) }()
+	}
+
 	var logBefore uint64
 	if stack != nil {
 		logBefore = stack.led.Size()
 	}
 	progress := newBenchProgress(stderr)
-	res := runAppend(ctx, c, fl, progress)
+	res := runAppend(ctx, c, fl, progress, written)
 	progress.stop()
 	rep.Piledger = res.result()
 	if ctx.Err() != nil {
 		rep.Notes = append(rep.Notes, "interrupted: the figures cover the run until the interruption")
 	}
 
+	// Before the baselines, so that the projector does not compete with
+	// them: the read models apply everything the fill wrote.
+	var catchUp time.Duration
+	filled := fl.scenario != "append" && ctx.Err() == nil && res.events.Load() > 0
+	if filled {
+		wait := newBenchProgress(stderr)
+		wait.status("waiting for the read models to apply the fill")
+		catchUp, err = rd.catchUp(ctx, res.lastIndex.Load(), written)
+		wait.stop()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			filled = false
+			rep.Notes = append(rep.Notes, fmt.Sprintf("interrupted while waiting for the read models: the %s scenario did not run", fl.scenario))
+		case err != nil:
+			return fmt.Errorf("waiting for the read models to apply the fill: %w%s", err, authHint(err))
+		}
+	} else if fl.scenario != "append" {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s scenario skipped: the fill recorded no event or was interrupted", fl.scenario))
+	}
+
 	// The raw baselines, with the size of a stored event.
+	var (
+		remoteNC *nats.Conn          // --nats-url, when it could be reached
+		remoteJS jetstream.JetStream // on remoteNC
+	)
 	payload := 0
 	switch {
 	case stack != nil:
@@ -337,6 +455,7 @@ func bench(ctx context.Context, fl benchFlags, stdout, stderr io.Writer) (err er
 		if err != nil {
 			return fmt.Errorf("jetstream: %w", err)
 		}
+		remoteNC, remoteJS = nc, js
 		if payload, err = envelopeSize(context.WithoutCancel(ctx), js); err != nil {
 			payload = 512
 			rep.Notes = append(rep.Notes, fmt.Sprintf("could not read an event envelope from stream %s (%v): the raw payload is %d bytes, a typical envelope", ledger.DefaultStreamName, err, payload))
@@ -389,6 +508,54 @@ func bench(ctx context.Context, fl benchFlags, stdout, stderr io.Writer) (err er
 		rep.Notes = append(rep.Notes, "with --rate, piledger's events/s is the rate asked for when it keeps up; the ratio then compares it with JetStream's ceiling")
 	}
 
+	// The scenario's own measurement, after the fill and its baselines.
+	if filled && ctx.Err() == nil {
+		var rawJS jetstream.JetStream // holds the ledger's stream
+		switch {
+		case stack != nil:
+			rawJS = stack.js
+		case remoteJS != nil:
+			rawJS = remoteJS
+		}
+		switch fl.scenario {
+		case "query":
+			rep.Query = runQueries(ctx, rd, fl, written, stderr)
+			rep.Query.CatchUpSeconds = catchUp.Seconds()
+			if rawJS == nil {
+				rep.Notes = append(rep.Notes, "raw JetStream get baseline skipped: give --nats-url (the NATS server behind --server) to measure it")
+			} else if b, err := rawGetBaseline(ctx, rawJS, fl.seed, fl.writers, rep.Query.Queries+rep.Query.Failed); err != nil {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("raw JetStream get baseline failed: %v", err))
+			} else {
+				rep.Query.Baseline = b.compare(rep.Query.LatencyMs)
+			}
+			rep.Notes = append(rep.Notes, rd.queryNote())
+		case "erase":
+			rep.Erase, err = runErasures(ctx, rd, fl, written, stderr)
+			if err != nil {
+				return err
+			}
+			rep.Erase.CatchUpSeconds = catchUp.Seconds()
+			nc := remoteNC
+			name, desc := "raw-jetstream-publish", "raw JetStream at --nats-url, one synchronous publish to a scratch stream (that server's sync settings), same concurrency"
+			if stack != nil {
+				var stop func()
+				if nc, stop, err = startRawServer(true); err != nil {
+					return err
+				}
+				defer stop()
+				name, desc = "raw-jetstream-fsync-publish", "raw JetStream, one synchronous publish with fsync before the ack (an erasure appends one such entry), same concurrency"
+			}
+			if nc == nil {
+				rep.Notes = append(rep.Notes, "raw JetStream publish baseline skipped: give --nats-url (the NATS server behind --server) to measure it")
+			} else if b, err := rawPublishLatency(ctx, nc, name, desc, max(payload, 1), fl.writers, rep.Erase.Erasures+rep.Erase.Failed); err != nil {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("raw JetStream publish baseline failed: %v", err))
+			} else {
+				rep.Erase.Baseline = b.compare(rep.Erase.LatencyMs)
+			}
+			rep.Notes = append(rep.Notes, rd.eraseNote())
+		}
+	}
+
 	if err := printBenchReport(stdout, fl.output, &rep); err != nil {
 		return err
 	}
@@ -399,6 +566,20 @@ func bench(ctx context.Context, fl benchFlags, stdout, stderr io.Writer) (err er
 	if l := rep.Piledger.LogEvents; l != nil && *l != rep.Piledger.Events {
 		errs = append(errs, fmt.Errorf("the log gained %d events, but %d were acknowledged", *l, rep.Piledger.Events))
 	}
+	if q := rep.Query; q != nil && q.Failed > 0 {
+		errs = append(errs, fmt.Errorf("%d of %d queries failed; first error: %s", q.Failed, q.Requested, q.FirstError))
+	}
+	if e := rep.Erase; e != nil {
+		if e.Failed > 0 {
+			errs = append(errs, fmt.Errorf("%d of %d erasures failed; first error: %s", e.Failed, e.Requested, e.FirstError))
+		}
+		if e.Verified != e.Erasures {
+			errs = append(errs, fmt.Errorf("%d subjects were erased, but the data maps of %d show it", e.Erasures, e.Verified))
+		}
+		if e.Requested < int64(fl.erasures) {
+			errs = append(errs, fmt.Errorf("--erasures %d: only %d subjects got events", fl.erasures, e.Requested))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -406,6 +587,7 @@ func bench(ctx context.Context, fl benchFlags, stdout, stderr io.Writer) (err er
 type appendRun struct {
 	events, duplicates, calls, failedCalls, failedEvents atomic.Int64
 	claimed                                              atomic.Int64
+	lastIndex                                            atomic.Uint64 // the highest receipt index
 	firstErr                                             atomic.Pointer[error]
 	hist                                                 *hdrhistogram.Histogram
 	elapsed                                              time.Duration
@@ -413,10 +595,11 @@ type appendRun struct {
 
 // runAppend drives the writers until the count or duration is reached or
 // ctx ends. Calls in flight then complete (their context ignores ctx), so
-// every acknowledged event is counted.
-func runAppend(ctx context.Context, c *client.Client, fl benchFlags, prog *benchProgress) *appendRun {
+// every acknowledged event is counted. The subjects of acknowledged events
+// are added to written, unless it is nil.
+func runAppend(ctx context.Context, c *client.Client, fl benchFlags, prog *benchProgress, written *subjectSet) *appendRun {
 	run := &appendRun{hist: newHist()}
-	prog.watch(&run.events, &run.failedEvents)
+	prog.watch("events", &run.events, &run.failedEvents)
 	var interval time.Duration
 	if fl.rate > 0 {
 		interval = time.Duration(float64(time.Second) * float64(fl.batch*fl.writers) / fl.rate)
@@ -466,9 +649,18 @@ func runAppend(ctx context.Context, c *client.Client, fl benchFlags, prog *bench
 					continue
 				}
 				run.events.Add(int64(len(rs)))
+				var last uint64
 				for _, r := range rs {
 					if r.Duplicate {
 						run.duplicates.Add(1)
+					}
+					last = max(last, r.Index)
+				}
+				for old := run.lastIndex.Load(); last > old && !run.lastIndex.CompareAndSwap(old, last); old = run.lastIndex.Load() {
+				}
+				if written != nil {
+					for _, s := range gen.picked {
+						written.add(s)
 					}
 				}
 			}
@@ -486,20 +678,25 @@ func newHist() *hdrhistogram.Histogram {
 	return hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)
 }
 
+// latencyOf returns the percentiles of h, a histogram of microseconds.
+func latencyOf(h *hdrhistogram.Histogram) latencyMs {
+	ms := func(us int64) float64 { return float64(us) / 1000 }
+	return latencyMs{
+		P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)), P99: ms(h.ValueAtQuantile(99)),
+		P999: ms(h.ValueAtQuantile(99.9)), Max: ms(h.Max()),
+	}
+}
+
 func (r *appendRun) result() piledgerResult {
 	secs := r.elapsed.Seconds()
-	ms := func(us int64) float64 { return float64(us) / 1000 }
 	out := piledgerResult{
-		Events:       r.events.Load(),
-		Duplicates:   r.duplicates.Load(),
-		Calls:        r.calls.Load(),
-		FailedCalls:  r.failedCalls.Load(),
-		FailedEvents: r.failedEvents.Load(),
-		Seconds:      secs,
-		CallLatencyMs: latencyMs{
-			P50: ms(r.hist.ValueAtQuantile(50)), P90: ms(r.hist.ValueAtQuantile(90)), P99: ms(r.hist.ValueAtQuantile(99)),
-			P999: ms(r.hist.ValueAtQuantile(99.9)), Max: ms(r.hist.Max()),
-		},
+		Events:        r.events.Load(),
+		Duplicates:    r.duplicates.Load(),
+		Calls:         r.calls.Load(),
+		FailedCalls:   r.failedCalls.Load(),
+		FailedEvents:  r.failedEvents.Load(),
+		Seconds:       secs,
+		CallLatencyMs: latencyOf(r.hist),
 	}
 	if secs > 0 {
 		out.EventsPerSec = float64(out.Events) / secs
@@ -630,8 +827,8 @@ func startRawServer(syncAlways bool) (*nats.Conn, func(), error) {
 
 // benchStack is the in-process piledger of --embedded: the wiring of
 // `piledger serve` (embedded NATS, keyring, ledger, read models and their
-// projector, API) with its data in a temporary directory and its API on free
-// loopback ports.
+// projector, erasure, API) with its data in a temporary directory and its
+// API on free loopback ports, without authentication.
 type benchStack struct {
 	addr string
 	js   jetstream.JetStream
@@ -691,7 +888,17 @@ func startBenchStack(ctx context.Context) (_ *benchStack, err error) {
 		return nil, err
 	}
 	undo = append(undo, store.Close)
-	srv, err := api.New(api.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, led, logger, api.WithReadModels(store))
+	// Erasure receipts are signed as `piledger serve` signs them, with the
+	// transparency log's key (the bench runs no transparency log: the name
+	// is its own).
+	signer, err := keys.LogSigner(ctx, "piledger-bench.invalid/log")
+	if err != nil {
+		return nil, err
+	}
+	// No api.Config.Auth: every caller may call every method, and reads are
+	// not recorded as accesses (as `piledger serve --insecure-no-auth`).
+	srv, err := api.New(api.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, led, logger,
+		api.WithReadModels(store), api.WithErasure(led, keys, signer))
 	if err != nil {
 		return nil, err
 	}
@@ -781,6 +988,38 @@ func printBenchReport(w io.Writer, output string, rep *benchReport) error {
 	for _, b := range rep.Baselines {
 		fmt.Fprintf(w, "piledger ÷ %s = %.2f×   (%s, %d-byte payload)\n", b.Name, b.Ratio, b.Description, b.PayloadBytes)
 	}
+	if q := rep.Query; q != nil {
+		fmt.Fprintf(w, "\nquery: %d data-map queries of random subjects among the %d that got events, %d readers; the read models applied the fill %.2fs after it ended\n\n",
+			q.Requested, q.SubjectsWithEvents, q.Readers, q.CatchUpSeconds)
+		if err := printLatencyTable(w, "queries", "piledger DataMap (SDK)", q.Queries, q.QueriesPerSec, q.LatencyMs, q.Baseline); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\n%d answered in %.2fs, %d failed; %.1f holdings per data map\n", q.Queries, q.Seconds, q.Failed, q.MeanHoldings)
+		printLatencyRatio(w, q.Baseline)
+		if q.FirstError != "" {
+			fmt.Fprintf(w, "first query error: %s\n", q.FirstError)
+		}
+	}
+	if e := rep.Erase; e != nil {
+		fmt.Fprintf(w, "\nerase: %d distinct random subjects among the %d that got events, %d callers; the read models applied the fill %.2fs after it ended\n\n",
+			e.Requested, e.SubjectsWithEvents, e.Callers, e.CatchUpSeconds)
+		if err := printLatencyTable(w, "erasures", "piledger EraseSubject", e.Erasures, e.ErasuresPerSec, e.LatencyMs, e.Baseline); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\n%d receipts in %.2fs, %d failed; %.1f events per erased subject (mean)\n", e.Erasures, e.Seconds, e.Failed, e.EventsPerErasedSubject)
+		verdict := "as receipted"
+		if e.Verified != e.Erasures {
+			verdict = fmt.Sprintf("BUT %d were receipted", e.Erasures)
+		}
+		fmt.Fprintf(w, "erasure check: %d erased subjects' data maps show the erasure, %s\n", e.Verified, verdict)
+		printLatencyRatio(w, e.Baseline)
+		if e.FirstError != "" {
+			fmt.Fprintf(w, "first erasure error: %s\n", e.FirstError)
+		}
+		if e.VerifyError != "" {
+			fmt.Fprintf(w, "first check error: %s\n", e.VerifyError)
+		}
+	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
@@ -788,6 +1027,37 @@ func printBenchReport(w io.Writer, output string, rep *benchReport) error {
 		fmt.Fprintf(w, "first error: %s\n", p.FirstError)
 	}
 	return nil
+}
+
+// printLatencyTable prints piledger's operations (n of unit at perSec) and
+// the baseline b, if any, with their latencies.
+func printLatencyTable(w io.Writer, unit, self string, n int64, perSec float64, l latencyMs, b *latencyBaseline) error {
+	width := len(self)
+	if b != nil {
+		width = max(width, len(b.Name))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%-*s\t%s\t%s/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\t\n", width, "", unit, unit)
+	row := func(name string, n int64, perSec float64, l latencyMs) {
+		fmt.Fprintf(tw, "%-*s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n", width, name, n, perSec, l.P50, l.P90, l.P99, l.P999, l.Max)
+	}
+	row(self, n, perSec, l)
+	if b != nil {
+		row(b.Name, b.Ops, b.OpsPerSec, b.LatencyMs)
+	}
+	return tw.Flush()
+}
+
+// printLatencyRatio prints how piledger's latency compares with b's.
+func printLatencyRatio(w io.Writer, b *latencyBaseline) {
+	if b == nil {
+		return
+	}
+	fmt.Fprintf(w, "piledger p50 ÷ %s p50 = %.2f×, p99 ÷ p99 = %.2f×   (%s", b.Name, b.RatioP50, b.RatioP99, b.Description)
+	if b.MeanBytes > 0 {
+		fmt.Fprintf(w, ", %d bytes per message", b.MeanBytes)
+	}
+	fmt.Fprintln(w, "; lower is better)")
 }
 
 // benchProgress prints a status line to a terminal once a second.
@@ -808,7 +1078,9 @@ func newBenchProgress(w io.Writer) *benchProgress {
 	return p
 }
 
-func (p *benchProgress) watch(events, failed *atomic.Int64) {
+// watch prints the count of done (a number of unit) and failed, and the
+// rate, once a second.
+func (p *benchProgress) watch(unit string, done, failed *atomic.Int64) {
 	if !p.active {
 		return
 	}
@@ -823,9 +1095,30 @@ func (p *benchProgress) watch(events, failed *atomic.Int64) {
 				fmt.Fprint(p.w, "\r\033[K")
 				return
 			case <-t.C:
-				n := events.Load()
-				fmt.Fprintf(p.w, "\r\033[K%6.1fs  %d events  %d/s  %d failed", time.Since(start).Seconds(), n, n-last, failed.Load())
+				n := done.Load()
+				fmt.Fprintf(p.w, "\r\033[K%6.1fs  %d %s  %d/s  %d failed", time.Since(start).Seconds(), n, unit, n-last, failed.Load())
 				last = n
+			}
+		}
+	})
+}
+
+// status prints msg, with the time since, until stop.
+func (p *benchProgress) status(msg string) {
+	if !p.active {
+		return
+	}
+	start := time.Now()
+	p.wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			fmt.Fprintf(p.w, "\r\033[K%6.1fs  %s", time.Since(start).Seconds(), msg)
+			select {
+			case <-p.done:
+				fmt.Fprint(p.w, "\r\033[K")
+				return
+			case <-t.C:
 			}
 		}
 	})

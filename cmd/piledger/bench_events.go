@@ -15,6 +15,8 @@ import (
 type benchGen struct {
 	rng      *rand.Rand
 	subjects int
+	// picked are the subject numbers of the last batch's events.
+	picked []int
 }
 
 func newBenchGen(seed uint64, writer, subjects int) *benchGen {
@@ -60,8 +62,13 @@ var benchOps = []struct {
 	{2, (*benchGen).purposeEnded},
 }
 
-// batch returns n new events.
+// benchSubject is the subject reference of subject number i of the
+// population.
+func benchSubject(i int) string { return fmt.Sprintf("bench-%08d", i) }
+
+// batch returns n new events, and sets g.picked to their subjects.
 func (g *benchGen) batch(n int) []client.Event {
+	g.picked = g.picked[:0]
 	out := make([]client.Event, n)
 	for i := range out {
 		out[i] = g.event()
@@ -71,7 +78,9 @@ func (g *benchGen) batch(n int) []client.Event {
 
 func (g *benchGen) event() client.Event {
 	p := benchProcessors[g.rng.IntN(len(benchProcessors))]
-	subject := fmt.Sprintf("bench-%08d", g.rng.IntN(g.subjects))
+	i := g.rng.IntN(g.subjects)
+	g.picked = append(g.picked, i)
+	subject := benchSubject(i)
 	w := g.rng.IntN(100)
 	for _, op := range benchOps {
 		if w < op.weight {

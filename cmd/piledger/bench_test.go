@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,31 +121,135 @@ func TestBenchRemote(t *testing.T) {
 	}
 }
 
+// TestBenchQuery runs the query scenario against the embedded stack at a
+// tiny size and checks its counting: every query asked is answered, the
+// latencies are ordered and the raw get baseline ran as many gets.
+func TestBenchQuery(t *testing.T) {
+	rep := benchJSON(t, nil, "--scenario", "query", "--count", "200", "--subjects", "20", "--queries", "50", "--writers", "4", "--batch", "2")
+	p, q := rep.Piledger, rep.Query
+	if rep.Scenario != "query" || p.Events != 200 || p.FailedCalls != 0 || p.LogEvents == nil || *p.LogEvents != 200 || len(rep.Baselines) != 2 {
+		t.Errorf("the fill: %+v, baselines %+v; want 200 events in the log, reported as the append scenario does", p, rep.Baselines)
+	}
+	if q == nil {
+		t.Fatalf("report without a query section: %+v", rep)
+	}
+	if q.Requested != 50 || q.Queries != 50 || q.Failed != 0 || q.FirstError != "" || q.Readers != 4 {
+		t.Errorf("query %+v: want 50 answered of 50, none failed, 4 readers", q)
+	}
+	if q.SubjectsWithEvents < 1 || q.SubjectsWithEvents > 20 || q.MeanHoldings <= 0 || q.QueriesPerSec <= 0 || q.CatchUpSeconds < 0 {
+		t.Errorf("query %+v: want the population, holdings and a rate", q)
+	}
+	if l := q.LatencyMs; l.P50 <= 0 || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > l.P999 || l.P999 > l.Max {
+		t.Errorf("query latencies %+v: want 0 < p50 <= p90 <= p99 <= p99.9 <= max", l)
+	}
+	b := q.Baseline
+	if b == nil {
+		t.Fatal("no raw get baseline")
+	}
+	if b.Name != "raw-jetstream-get" || b.Ops != 50 || b.Failed != 0 || b.Concurrency != 4 || b.MeanBytes <= 0 ||
+		b.LatencyMs.P50 <= 0 || b.LatencyMs.P50 > b.LatencyMs.P99 || b.LatencyMs.P99 > b.LatencyMs.Max || b.RatioP50 <= 0 || b.RatioP99 <= 0 {
+		t.Errorf("baseline %+v: want 50 gets from 4 callers, ordered latencies and the ratios", b)
+	}
+	if !strings.Contains(strings.Join(rep.Notes, "\n"), "without authentication") {
+		t.Errorf("notes %q: want how the queries authenticate", rep.Notes)
+	}
+
+	// Table output.
+	code, out, errOut := cli(t, nil, "", "bench", "--scenario", "query", "--count", "30", "--subjects", "10", "--queries", "5", "--writers", "2")
+	if code != exitOK || !strings.Contains(out, "piledger DataMap (SDK)") || !strings.Contains(out, "5 answered in") ||
+		!strings.Contains(out, "piledger p50 ÷ raw-jetstream-get p50 = ") || errOut != "" {
+		t.Errorf("bench --scenario query: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestBenchErase runs the erase scenario against the embedded stack and a
+// running server at a tiny size and checks its counting: one receipt per
+// erasure, the erased subjects' data maps show it, and the server's log
+// holds exactly that many erasure entries, the erased subjects' events
+// shredded.
+func TestBenchErase(t *testing.T) {
+	rep := benchJSON(t, nil, "--scenario", "erase", "--count", "200", "--subjects", "20", "--erasures", "10", "--writers", "4")
+	e := rep.Erase
+	if e == nil {
+		t.Fatalf("report without an erase section: %+v", rep)
+	}
+	if e.Requested != 10 || e.Erasures != 10 || e.Failed != 0 || e.Verified != 10 || e.VerifyError != "" || e.EventsPerErasedSubject <= 0 {
+		t.Errorf("erase %+v: want 10 receipts, 10 data maps showing the erasure, the events per subject", e)
+	}
+	if l := e.LatencyMs; l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.Max {
+		t.Errorf("erase latencies %+v: want 0 < p50 <= p99 <= max", l)
+	}
+	if b := e.Baseline; b == nil || b.Name != "raw-jetstream-fsync-publish" || b.Ops != 10 || b.Failed != 0 || b.RatioP50 <= 0 {
+		t.Errorf("baseline %+v: want 10 raw fsynced publishes and a ratio", b)
+	}
+
+	// Against a server, the log itself can be counted afterwards.
+	addr, _ := startServe(t)
+	rep = benchJSON(t, nil, "--server", addr, "--scenario", "erase", "--count", "120", "--subjects", "12", "--erasures", "5", "--writers", "3")
+	e = rep.Erase
+	if e == nil || e.Erasures != 5 || e.Verified != 5 || e.Failed != 0 {
+		t.Fatalf("erase against a server: %+v", e)
+	}
+	if e.Baseline != nil || !strings.Contains(strings.Join(rep.Notes, "\n"), "publish baseline skipped") {
+		t.Errorf("without --nats-url: baseline %+v, notes %q; want none and a note", e.Baseline, rep.Notes)
+	}
+	code, out, errOut := cli(t, map[string]string{"PILEDGER_SERVER": addr}, "", "replay")
+	if code != exitOK {
+		t.Fatalf("replay: exit %d\n%s", code, errOut)
+	}
+	var erasures, shredded int
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		var le piledgerv1.LogEntry
+		if err := protojson.Unmarshal([]byte(line), &le); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case le.GetHeader().GetErasure():
+			erasures++
+		case le.GetShredded():
+			shredded++
+		}
+	}
+	if erasures != 5 || float64(shredded) != math.Round(e.EventsPerErasedSubject*5) {
+		t.Errorf("the log holds %d erasure entries and %d shredded events; bench reported 5 erasures of %.1f events each", erasures, shredded, e.EventsPerErasedSubject)
+	}
+}
+
 func TestBenchUsage(t *testing.T) {
 	for _, test := range []struct {
 		args []string
 		want string
+		env  map[string]string
 	}{
-		{[]string{"--scenario", "query"}, "not available yet"},
-		{[]string{"--scenario", "erase"}, "not available yet"},
-		{[]string{"--scenario", "fast"}, "the only scenario is append"},
-		{[]string{"--subjects", "5"}, "--subjects 5"},
-		{[]string{"--subjects", "10000001"}, "--subjects"},
-		{[]string{"--batch", "0"}, "--batch 0"},
-		{[]string{"--batch", "1001"}, "--batch 1001"},
-		{[]string{"--writers", "0"}, "--writers 0"},
-		{[]string{"--rate", "-1"}, "--rate"},
-		{[]string{"--count", "5", "--duration", "1s"}, "not both"},
-		{[]string{"--duration", "0"}, "--duration must be positive"},
-		{[]string{"--embedded=false"}, "needs --server"},
-		{[]string{"--embedded", "--server", "127.0.0.1:7070"}, "exclude each other"},
-		{[]string{"--nats-url", "nats://127.0.0.1:4222"}, "apply to --server only"},
-		{[]string{"--server", "127.0.0.1:7070", "--nats-creds", "x.creds"}, "need --nats-url"},
-		{[]string{"--output", "yaml"}, "--output"},
-		{[]string{"--server", "127.0.0.1:7070", "--tls-cert", "c.pem"}, "go together"},
+		{[]string{"--scenario", "fast"}, "want append, query or erase", nil},
+		{[]string{"--queries", "5"}, "--queries applies to --scenario query only", nil},
+		{[]string{"--scenario", "erase", "--queries", "5"}, "--queries applies to --scenario query only", nil},
+		{[]string{"--scenario", "query", "--queries", "0"}, "--queries 0", nil},
+		{[]string{"--erasures", "5"}, "--erasures applies to --scenario erase only", nil},
+		{[]string{"--scenario", "erase", "--erasures", "0"}, "--erasures 0", nil},
+		{[]string{"--scenario", "erase", "--subjects", "10", "--erasures", "11"}, "--erasures 11", nil},
+		{[]string{"--scenario", "query", "--token-file", "t"}, "apply to --server only", nil},
+		{[]string{"--scenario", "erase", "--reason", "case 7"}, "apply to --server only", nil},
+		{[]string{"--server", "127.0.0.1:7070", "--reason", "case 7"}, "apply to --scenario query and erase only", nil},
+		{[]string{"--server", "127.0.0.1:7070", "--scenario", "query"}, "needs --reason", map[string]string{"PILEDGER_TOKEN": "tok"}},
+		{[]string{"--server", "127.0.0.1:7070", "--scenario", "erase", "--token-file", "/nonexistent/token", "--reason", "x"}, "--token-file", nil},
+		{[]string{"--subjects", "5"}, "--subjects 5", nil},
+		{[]string{"--subjects", "10000001"}, "--subjects", nil},
+		{[]string{"--batch", "0"}, "--batch 0", nil},
+		{[]string{"--batch", "1001"}, "--batch 1001", nil},
+		{[]string{"--writers", "0"}, "--writers 0", nil},
+		{[]string{"--rate", "-1"}, "--rate", nil},
+		{[]string{"--count", "5", "--duration", "1s"}, "not both", nil},
+		{[]string{"--duration", "0"}, "--duration must be positive", nil},
+		{[]string{"--embedded=false"}, "needs --server", nil},
+		{[]string{"--embedded", "--server", "127.0.0.1:7070"}, "exclude each other", nil},
+		{[]string{"--nats-url", "nats://127.0.0.1:4222"}, "apply to --server only", nil},
+		{[]string{"--server", "127.0.0.1:7070", "--nats-creds", "x.creds"}, "need --nats-url", nil},
+		{[]string{"--output", "yaml"}, "--output", nil},
+		{[]string{"--server", "127.0.0.1:7070", "--tls-cert", "c.pem"}, "go together", nil},
 	} {
 		t.Run(strings.Join(test.args, " "), func(t *testing.T) {
-			code, _, errOut := cli(t, nil, "", append([]string{"bench"}, test.args...)...)
+			code, _, errOut := cli(t, test.env, "", append([]string{"bench"}, test.args...)...)
 			if code != exitInvalid || !strings.Contains(errOut, test.want) {
 				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut, exitInvalid, test.want)
 			}
@@ -163,6 +268,10 @@ func TestCLIShape(t *testing.T) {
 	code, out, _ = cli(t, nil, "", "__complete", "bench", "--output", "")
 	if code != exitOK || !strings.Contains(out, "table\njson\n") {
 		t.Errorf("completion of bench --output: %q", out)
+	}
+	code, out, _ = cli(t, nil, "", "__complete", "bench", "--scenario", "")
+	if code != exitOK || !strings.Contains(out, "append\nquery\nerase\n") {
+		t.Errorf("completion of bench --scenario: %q", out)
 	}
 	code, out, _ = cli(t, nil, "", "--help")
 	if code != exitOK || !strings.Contains(out, "completion") || !strings.Contains(out, "bench") {
