@@ -30,4 +30,15 @@
 // crash interrupted. [SignErasureReceipt] signs the receipt with the
 // ledger's [LogSigner]; [VerifyErasureReceipt] checks it offline. See
 // docs/ERASURE.md.
+//
+// # KEK rotation
+//
+// [Keyring.Rotate] re-wraps every live key under the current KEK epoch
+// (starting a new one with [LocalKEK.NewEpoch]), deletes the old copies, and
+// then destroys the older epochs ([LocalKEK.DestroyEpoch]), so that no
+// remnant of an erased key (backup, replica, freed disk block) can be
+// unwrapped any more. A re-wrapped key carries the header Piledger-Rewrap-Of
+// and supersedes, in every node's index, the messages of its key before it;
+// a marker on <prefix>.keys.rotated ends a rotation. See
+// docs/KEK-ROTATION.md.
 package crypto

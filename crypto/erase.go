@@ -200,6 +200,9 @@ func (x *index) applyErasure(k *Keyring, pseudonym string, markerGen uint32, seq
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("crypto: read key index: %w", err)
 	}
+	if err := x.shredSuperseded(b, pseudonym); err != nil { // copies a KEK rotation has not deleted yet
+		return err
+	}
 	v := binary.BigEndian.AppendUint32(nil, maxGen)
 	v = binary.BigEndian.AppendUint64(v, seq)
 	_ = b.Set(tombstoneKey(pseudonym), v, nil)

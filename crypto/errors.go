@@ -28,6 +28,16 @@ var (
 	// ErrUnknownEpoch: no key-encryption key of the epoch has ever existed.
 	ErrUnknownEpoch = errors.New("crypto: unknown key-encryption key epoch")
 
+	// ErrEpochInUse: the key-encryption key of the current epoch cannot be
+	// destroyed.
+	ErrEpochInUse = errors.New("crypto: key-encryption key epoch in use")
+
+	// ErrRotationIncomplete: a KEK rotation could not re-wrap every live key
+	// under the current epoch (keys under an older epoch kept appearing, or a
+	// live key does not unwrap), so no older epoch was destroyed. The message
+	// says why.
+	ErrRotationIncomplete = errors.New("crypto: KEK rotation incomplete")
+
 	// ErrInsecureKEKFile: a key-encryption keyset file is accessible by group or
 	// others, or its directory is writable by them.
 	ErrInsecureKEKFile = errors.New("crypto: key-encryption keyset file is not private")

@@ -23,13 +23,16 @@ import (
 //	'k' | len(pseudonym) u8 | pseudonym | generation u32 | sequence u64 → empty
 //	'd' | len(pseudonym) u8 | pseudonym → erasure tombstone (see erase.go)
 //	'p' | len(pseudonym) u8 | pseudonym | sequence u64 → empty: a destroyed key message to SecureDelete
+//	's' | len(pseudonym) u8 | pseudonym | sequence u64 → empty: a key message superseded by its re-wrap (rotate.go)
 //	"m/applied" → last applied key-stream sequence, u64
 //	"m/stream"  → identity of the key stream the index was built from
 //
 // All integers are big-endian, so entries sort by generation, then sequence.
 // Every key message of a (pseudonym, generation) is kept, not only the first:
 // the first in stream order is the subject's key, the others are keys that
-// lost a creation race and must be erased with it.
+// lost a creation race and must be erased with it. A re-wrap of the key (KEK
+// rotation) is the exception: it supersedes every message of its generation
+// before it and becomes the key.
 //
 // The index is disposable: it is rebuilt from the key stream when missing,
 // and a batch of entries is committed together with the applied sequence, so
@@ -78,6 +81,7 @@ func (x *index) checkIdentity(identity []byte) error {
 	_ = b.DeleteRange(entriesStart, entriesEnd, nil)
 	_ = b.DeleteRange([]byte{'d'}, []byte{'d' + 1}, nil) // tombstones
 	_ = b.DeleteRange([]byte{'p'}, []byte{'p' + 1}, nil) // keys to shred
+	_ = b.DeleteRange([]byte{'s'}, []byte{'s' + 1}, nil) // superseded keys
 	_ = b.Delete(appliedKey, nil)
 	_ = b.Set(streamIdentityKey, identity, nil)
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -104,8 +108,9 @@ func (x *index) applied() (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// add adds a key-stream message to b. Subject keys are indexed; every other
-// message (the PRF keyset, malformed keys) only advances the sequence.
+// add adds a key-stream message to b, an indexed batch. Subject keys are
+// indexed; every other message (the PRF keyset, malformed keys) only
+// advances the sequence.
 func (x *index) add(b *pebble.Batch, msg jetstream.Msg, subjectKeys string) (seq, pending uint64, err error) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -125,6 +130,10 @@ func (x *index) add(b *pebble.Batch, msg jetstream.Msg, subjectKeys string) (seq
 			key := entryKey(wk.Pseudonym, wk.Generation, seq)
 			if wk.Generation <= destroyed {
 				key = shredKey(wk.Pseudonym, seq)
+			} else if msg.Headers().Get(rewrapHeader) != "" {
+				if err := x.supersede(b, wk.Pseudonym, wk.Generation); err != nil {
+					return 0, 0, err
+				}
 			}
 			if err := b.Set(key, nil, nil); err != nil {
 				return 0, 0, err

@@ -2,11 +2,13 @@ package crypto
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +34,8 @@ import (
 type LocalKEK struct {
 	dir string
 
+	epochMu sync.Mutex // serializes NewEpoch and DestroyEpoch
+
 	mu      sync.RWMutex
 	current uint32
 	aeads   map[uint32]tink.AEAD
@@ -44,7 +48,8 @@ var _ KEK = (*LocalKEK)(nil)
 // kek-1.json (mode 0600), synced to disk before it returns. Several processes
 // may open the same directory concurrently; they end up with the same keyset.
 //
-// It refuses, with an error wrapping ErrInsecureKEKFile, a keyset file that
+// It finishes destroying any keyset a crash interrupted DestroyEpoch on. It
+// refuses, with an error wrapping ErrInsecureKEKFile, a keyset file that
 // group or others may access and a directory that group or others may write.
 func OpenLocalKEK(dir string) (*LocalKEK, error) {
 	if dir == "" {
@@ -61,6 +66,9 @@ func OpenLocalKEK(dir string) (*LocalKEK, error) {
 		return nil, fmt.Errorf("%w: directory %s has mode %v, want 0700", ErrInsecureKEKFile, dir, fi.Mode().Perm())
 	}
 	k := &LocalKEK{dir: dir, aeads: make(map[uint32]tink.AEAD)}
+	if err := k.finishDestroys(); err != nil {
+		return nil, err
+	}
 	if err := k.load(); err != nil {
 		return nil, err
 	}
@@ -93,6 +101,151 @@ func (k *LocalKEK) AEAD(_ context.Context, epoch uint32) (tink.AEAD, error) {
 		return nil, fmt.Errorf("%w: %d", ErrUnknownEpoch, epoch)
 	}
 	return nil, fmt.Errorf("%w: epoch %d", ErrKEKDestroyed, epoch)
+}
+
+// Epochs returns the epochs whose keyset is available (not destroyed), in
+// increasing order; the last one is the current epoch. An epoch below the
+// current one that is still available means a KEK rotation has not finished
+// (see [Keyring.Rotate]).
+func (k *LocalKEK) Epochs() []uint32 {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	epochs := make([]uint32, 0, len(k.aeads))
+	for e := range k.aeads {
+		epochs = append(epochs, e)
+	}
+	slices.Sort(epochs)
+	return epochs
+}
+
+// NewEpoch creates the keyset of the epoch after the current one, in
+// <dir>/kek-<epoch>.json (mode 0600, synced, directory synced), makes it the
+// current epoch and returns it. Keys wrapped from then on are wrapped under
+// it; the older epochs stay available until DestroyEpoch.
+//
+// If another process created that epoch's file first, NewEpoch adopts it (the
+// first file wins, as in OpenLocalKEK). Other processes that opened the
+// directory earlier do not see the new epoch until they reopen it.
+func (k *LocalKEK) NewEpoch() (uint32, error) {
+	k.epochMu.Lock()
+	defer k.epochMu.Unlock()
+	next := k.CurrentEpoch() + 1
+	if next == 0 {
+		return 0, fmt.Errorf("%w: no epoch after %d", ErrUnknownEpoch, next-1)
+	}
+	if err := createKEKFile(k.dir, next); err != nil {
+		return 0, err
+	}
+	if err := k.load(); err != nil {
+		return 0, err
+	}
+	return k.CurrentEpoch(), nil
+}
+
+// DestroyEpoch destroys the keyset of an epoch older than the current one:
+// it renames <dir>/kek-<epoch>.json out of the way (to .kek-<epoch>.destroy,
+// which no reader loads), syncs the directory, overwrites the file's bytes in
+// place with random bytes of the same length, syncs them, removes the file
+// and syncs the directory again. From then on AEAD(epoch) returns
+// ErrKEKDestroyed, here and in every process that opens the directory, and
+// every key still wrapped under the epoch (in a backup, a replica or a freed
+// disk block) can no longer be unwrapped. A crash in between leaves either
+// the keyset or a file that OpenLocalKEK finishes destroying; never a
+// half-overwritten keyset under its own name. Destroying an epoch whose file
+// is already gone is not an error.
+//
+// The overwrite reaches the disk blocks that held the keyset on filesystems
+// that write in place (ext4, xfs); on copy-on-write or log-structured
+// filesystems, and on SSDs that remap blocks, old copies of the file may
+// survive on the device: keep the KEK directory on an encrypted volume.
+//
+// It refuses the current epoch (ErrEpochInUse) and an epoch that never
+// existed (ErrUnknownEpoch). Callers must first make sure that no live key is
+// wrapped under the epoch: [Keyring.Rotate] does.
+func (k *LocalKEK) DestroyEpoch(epoch uint32) error {
+	k.epochMu.Lock()
+	defer k.epochMu.Unlock()
+	switch cur := k.CurrentEpoch(); {
+	case epoch == 0 || epoch > cur:
+		return fmt.Errorf("%w: %d", ErrUnknownEpoch, epoch)
+	case epoch == cur:
+		return fmt.Errorf("%w: epoch %d is the current epoch", ErrEpochInUse, epoch)
+	}
+	k.mu.Lock()
+	delete(k.aeads, epoch) // unusable from now on, even if what follows fails
+	k.mu.Unlock()
+	path := filepath.Join(k.dir, kekFileName(epoch))
+	doomed := filepath.Join(k.dir, "."+kekFileName(epoch)+destroySuffix)
+	switch err := os.Rename(path, doomed); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("crypto: destroy KEK epoch %d: %w", epoch, err)
+	default:
+		if err := syncDir(k.dir); err != nil {
+			return err
+		}
+	}
+	return destroyFile(k.dir, doomed)
+}
+
+// destroySuffix marks a keyset file that DestroyEpoch renamed and has not
+// finished destroying.
+const destroySuffix = ".destroy"
+
+// destroyFile overwrites and removes the file at path, if it exists, and
+// syncs dir.
+func destroyFile(dir, path string) error {
+	if err := overwriteFile(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("crypto: destroy KEK keyset %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("crypto: destroy KEK keyset %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+// overwriteFile overwrites the bytes of the file at path in place with
+// random bytes and syncs them.
+func overwriteFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	junk := make([]byte, fi.Size())
+	if _, err := rand.Read(junk); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(junk, 0); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// finishDestroys destroys the keyset files a DestroyEpoch interrupted by a
+// crash left renamed but not removed.
+func (k *LocalKEK) finishDestroys() error {
+	entries, err := os.ReadDir(k.dir)
+	if err != nil {
+		return fmt.Errorf("crypto: read KEK directory: %w", err)
+	}
+	for _, e := range entries {
+		if name := e.Name(); strings.HasPrefix(name, ".kek-") && strings.HasSuffix(name, destroySuffix) {
+			if err := destroyFile(k.dir, filepath.Join(k.dir, name)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // load reads every kek-<epoch>.json in the directory.

@@ -164,6 +164,8 @@ type Keyring struct {
 	flight      singleflight.Group
 	cacheMu     sync.Mutex // orders cache additions with erasure evictions
 	erased      string     // <prefix>.keys.erased
+	rotated     string     // <prefix>.keys.rotated
+	rotateMu    sync.Mutex // serializes Rotate
 
 	follower  jetstream.MessagesContext
 	done      chan struct{} // closed when follow returns
@@ -224,6 +226,7 @@ func OpenKeyring(ctx context.Context, js jetstream.JetStream, kek KEK, cfg Keyri
 		subjectKeys: cfg.Prefix + subjectKeyToken,
 		allKeys:     cfg.Prefix + keysToken + ".>",
 		erased:      cfg.Prefix + erasedToken,
+		rotated:     cfg.Prefix + rotatedToken,
 		pseudo:      pseudo,
 		idx:         idx,
 		cache:       cache,
@@ -467,7 +470,13 @@ func (k *Keyring) load(ctx context.Context, pseudonym string, gen uint32, seq ui
 		return k.stream.GetMsg(ctx, seq)
 	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		// Only erasure deletes key messages.
+		// Only erasure and KEK rotation delete key messages; a rotation
+		// deletes one once its re-wrap is in the stream.
+		if s, ok, err := k.rewrapped(ctx, pseudonym, gen, seq); err != nil {
+			return nil, err
+		} else if ok {
+			return k.load(ctx, pseudonym, gen, s)
+		}
 		return nil, fmt.Errorf("%w: generation %d", ErrShredded, gen)
 	}
 	if err != nil {
@@ -525,7 +534,7 @@ const (
 // follower stops. Messages that arrive together are applied in one batch.
 func (k *Keyring) follow() {
 	defer close(k.done)
-	b := k.idx.db.NewBatch()
+	b := k.idx.db.NewIndexedBatch() // a re-wrap reads the entries before it
 	defer b.Close()
 	var n int       // messages in b
 	var last uint64 // sequence of the last message in b
@@ -553,6 +562,10 @@ func (k *Keyring) follow() {
 			// An erasure marker: apply what precedes it, then it alone.
 			if err = flush(); err == nil {
 				err = k.applyMarker(msg)
+			}
+		case err == nil && msg.Subject() == k.rotated:
+			if err = flush(); err == nil {
+				err = k.applyRotated(msg)
 			}
 		case err == nil:
 			var pending uint64

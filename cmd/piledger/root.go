@@ -96,6 +96,7 @@ Shell completion: see 'piledger completion --help'.`,
 		newVerifyCmd(getenv),
 		newProcessorsCmd(getenv),
 		newTokenCmd(getenv),
+		newKeysCmd(getenv),
 	)
 	return root.ExecuteContext(ctx)
 }

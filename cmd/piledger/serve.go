@@ -151,34 +151,11 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 		return fmt.Errorf("data directory: %w", err)
 	}
 
-	natsDesc := "embedded"
-	var nc *nats.Conn
-	if cfg.natsURL == "" {
-		emb, err := ledger.StartEmbedded(ledger.EmbeddedConfig{StoreDir: filepath.Join(dataDir, "nats")})
-		if err != nil {
-			return err
-		}
-		defer emb.Shutdown()
-		if nc, err = emb.Connect(); err != nil {
-			return err
-		}
-	} else {
-		natsDesc = "external " + redactURLs(cfg.natsURL)
-		opts := []nats.Option{nats.Name("piledger"), nats.MaxReconnects(-1)}
-		if cfg.natsCreds != "" {
-			opts = append(opts, nats.UserCredentials(cfg.natsCreds))
-		}
-		if cfg.natsUser != "" {
-			if cfg.natsPassword == "" {
-				return usageError(errors.New("--nats-user needs the password in PILEDGER_NATS_PASSWORD"))
-			}
-			opts = append(opts, nats.UserInfo(cfg.natsUser, cfg.natsPassword))
-		}
-		if nc, err = nats.Connect(cfg.natsURL, opts...); err != nil {
-			return fmt.Errorf("connect to NATS at %s: %w", redactURLs(cfg.natsURL), err)
-		}
+	nc, natsDesc, closeNATS, err := openNATS(dataDir, cfg.natsURL, cfg.natsCreds, cfg.natsUser, cfg.natsPassword)
+	if err != nil {
+		return err
 	}
-	defer nc.Close()
+	defer closeNATS()
 
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -289,6 +266,40 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 	err = g.Wait()
 	logger.InfoContext(ctx, "piledger stopped")
 	return err
+}
+
+// openNATS connects to NATS as serve does: with no url, to an embedded
+// server (fsync before every acknowledgement) storing under <dataDir>/nats;
+// otherwise to the servers at url, with creds or user and password. It
+// returns the connection, a description for logs ("embedded" or "external
+// <urls>", without credentials), and a function that closes the connection
+// and stops the embedded server.
+func openNATS(dataDir, url, creds, user, password string) (nc *nats.Conn, desc string, closeFn func(), err error) {
+	if url == "" {
+		emb, err := ledger.StartEmbedded(ledger.EmbeddedConfig{StoreDir: filepath.Join(dataDir, "nats")})
+		if err != nil {
+			return nil, "", nil, err
+		}
+		if nc, err = emb.Connect(); err != nil {
+			emb.Shutdown()
+			return nil, "", nil, err
+		}
+		return nc, "embedded", func() { nc.Close(); emb.Shutdown() }, nil
+	}
+	opts := []nats.Option{nats.Name("piledger"), nats.MaxReconnects(-1)}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	if user != "" {
+		if password == "" {
+			return nil, "", nil, usageError(errors.New("--nats-user needs the password in PILEDGER_NATS_PASSWORD"))
+		}
+		opts = append(opts, nats.UserInfo(user, password))
+	}
+	if nc, err = nats.Connect(url, opts...); err != nil {
+		return nil, "", nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(url), err)
+	}
+	return nc, "external " + redactURLs(url), nc.Close, nil
 }
 
 // redactURLs returns a comma-separated list of NATS URLs without user
