@@ -175,8 +175,8 @@ func (s *subjectService) ExportSubject(ctx context.Context, req *piledgerv1.Expo
 
 // kekRetention is how long after an erasure the receipt promises the
 // remnants (wrapped-key copies in backups, replicas, freed blocks) become
-// irrecoverable: the KEK epoch is retired by then (operator procedure,
-// docs/ERASURE.md).
+// irrecoverable: the KEK epoch is retired by then (`piledger keys rotate`
+// run at least this often; docs/KEK-ROTATION.md).
 const kekRetention = 30 * 24 * time.Hour
 
 // EraseSubject implements piledgerv1.SubjectServiceServer: it records the
