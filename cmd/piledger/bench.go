@@ -48,6 +48,7 @@ type benchFlags struct {
 	batch     int
 	output    string
 	seed      uint64
+	processor string
 	queries   int64
 	erasures  int
 
@@ -173,6 +174,7 @@ object for machines.`,
 	f.Int64Var(&fl.count, "count", 0, "run until this many events were sent, instead of --duration")
 	f.IntVar(&fl.batch, "batch", 1, "events per AppendEvents call, 1 to 1000")
 	f.StringVarP(&fl.output, "output", "o", "table", "output: table or json")
+	f.StringVar(&fl.processor, "processor", "", "with --server: the processor id of every event (the one your API key is bound to); by default events come from a mix of five processors")
 	f.Uint64Var(&fl.seed, "seed", 1, "seed of the event generator and of the subjects queried or erased (the same seed gives the same mix)")
 	f.Int64Var(&fl.queries, "queries", benchDefaultQueries, "with --scenario query: data-map queries to run after the fill")
 	f.IntVar(&fl.erasures, "erasures", benchDefaultErasures, "with --scenario erase: distinct subjects to erase after the fill (at most --subjects)")
@@ -610,7 +612,7 @@ func runAppend(ctx context.Context, c *client.Client, fl benchFlags, prog *bench
 	for w := range fl.writers {
 		hists[w] = newHist()
 		wg.Go(func() {
-			gen := newBenchGen(fl.seed, w, fl.subjects)
+			gen := newBenchGen(fl.seed, w, fl.subjects, fl.processor)
 			next := start.Add(interval * time.Duration(w) / time.Duration(fl.writers))
 			for ctx.Err() == nil {
 				n := fl.batch

@@ -15,12 +15,15 @@ import (
 type benchGen struct {
 	rng      *rand.Rand
 	subjects int
+	// processor, when set, is the processor of every event (an API key is
+	// bound to one processor); otherwise each event gets one of the mix.
+	processor string
 	// picked are the subject numbers of the last batch's events.
 	picked []int
 }
 
-func newBenchGen(seed uint64, writer, subjects int) *benchGen {
-	return &benchGen{rng: rand.New(rand.NewPCG(seed, uint64(writer))), subjects: subjects}
+func newBenchGen(seed uint64, writer, subjects int, processor string) *benchGen {
+	return &benchGen{rng: rand.New(rand.NewPCG(seed, uint64(writer))), subjects: subjects, processor: processor}
 }
 
 // benchProcessor is one kind of emitter with the data it handles.
@@ -78,6 +81,9 @@ func (g *benchGen) batch(n int) []client.Event {
 
 func (g *benchGen) event() client.Event {
 	p := benchProcessors[g.rng.IntN(len(benchProcessors))]
+	if g.processor != "" {
+		p.id = g.processor
+	}
 	i := g.rng.IntN(g.subjects)
 	g.picked = append(g.picked, i)
 	subject := benchSubject(i)

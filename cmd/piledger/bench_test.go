@@ -333,3 +333,22 @@ func TestConnFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchAuthenticatedServer: against a server with authentication on, an
+// API key is bound to one processor, so --processor makes every event that
+// processor's and every append is accepted.
+func TestBenchAuthenticatedServer(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	code, key, errOut := cli(t, nil, "", "processors", "add", "bench-emitter", "--data", dataDir)
+	if code != exitOK {
+		t.Fatalf("processors add: exit %d\n%s", code, errOut)
+	}
+	addr, _ := startServeAuth(t, dataDir)
+	keyFile := writeSecret(t, "bench.key", strings.TrimSpace(key)+"\n")
+	rep := benchJSON(t, nil, "--server", addr, "--api-key-file", keyFile, "--processor", "bench-emitter",
+		"--count", "60", "--writers", "2", "--batch", "5", "--subjects", "10")
+	if rep.Piledger.Events != 60 || rep.Piledger.FailedEvents != 0 {
+		t.Fatalf("bench with --processor: %d events, %d failed (%s); want 60 and 0",
+			rep.Piledger.Events, rep.Piledger.FailedEvents, rep.Piledger.FirstError)
+	}
+}
