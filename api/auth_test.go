@@ -433,17 +433,7 @@ func (s *authStack) entriesAs(t *testing.T, auth, reason string, start uint64) [
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*piledgerv1.LogEntry
-	for {
-		e, err := stream.Recv()
-		if err == io.EOF {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("ListLogEntries: %v", err)
-		}
-		out = append(out, e)
-	}
+	return recvEntries(t, stream)
 }
 
 // TestRateLimit: a caller over its rate gets RESOURCE_EXHAUSTED / 429 with a

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -24,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -32,9 +30,6 @@ import (
 
 	"github.com/piledger/piledger/api"
 	"github.com/piledger/piledger/crypto"
-	"github.com/piledger/piledger/ledger"
-	"github.com/piledger/piledger/ledger/transparency"
-	"github.com/piledger/piledger/projections"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
@@ -53,19 +48,13 @@ const (
 // and, at the end of the test, its metrics are scanned for every subject
 // reference and credential the test used: none may appear.
 type authStack struct {
-	srv        *api.Server
-	led        *ledger.Ledger
-	keys       *crypto.Keyring
-	tlog       *transparency.Log
-	baseURL    string
-	metricsURL string
-	logs       *syncBuffer
+	*stack
 	authDir    string
 	apiKeys    map[string]string // processor → API key
 	issuer     *api.TokenIssuer
 	extKey     *ecdsa.PrivateKey
 	tls        *testPKI // nil: plaintext
-	client     *http.Client
+	httpClient *http.Client
 
 	mu      sync.Mutex
 	secrets []string // subject references, keys, tokens, reasons: never in logs, metrics or error bodies
@@ -77,45 +66,34 @@ type authStack struct {
 func startAuthStack(t testing.TB, cfg api.Config, pki *testPKI) *authStack {
 	t.Helper()
 	dir := t.TempDir()
-	ctx := context.Background()
-	ns, err := ledger.StartEmbedded(ledger.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
+	s := &authStack{authDir: filepath.Join(dir, "auth"), apiKeys: map[string]string{}, tls: pki, httpClient: &http.Client{}}
+	if pki != nil {
+		s.httpClient.Transport = &http.Transport{TLSClientConfig: pki.clientConfig(nil)}
 	}
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kek, err := crypto.OpenLocalKEK(filepath.Join(dir, "kek"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dir, "keyring")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	led, err := ledger.Open(ctx, js, keys, ledger.Config{IndexDir: filepath.Join(dir, "index")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store, err := projections.Open(projections.Config{Dir: filepath.Join(dir, "projections"), Logger: logger, MaxConsistencyWait: 5 * time.Second}, led, keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tl, err := transparency.Open(ctx, js, led, keys, transparency.Config{Dir: filepath.Join(dir, "tree"), CheckpointInterval: 20 * time.Millisecond, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg.MetricsAddr = "127.0.0.1:0"
+	s.stack = newStack(t, dir, stackOptions{
+		cfg: cfg, readModels: true, transparency: true, erasure: true, tls: pki,
+		auth: func(kek crypto.KEK, keys *crypto.Keyring) *api.AuthConfig { return s.credentials(t, kek, keys) },
+		beforeStop: func() {
+			s.checkNoSecretsInMetrics(t)
+			s.mu.Lock()
+			for _, c := range s.conns {
+				c.Close()
+			}
+			s.mu.Unlock()
+		},
+		afterStop: func() { s.checkNoSecretsInLogs(t) },
+	})
+	return s
+}
 
-	// Credentials, as `piledger processors add` and `piledger token` make
-	// them.
-	s := &authStack{led: led, keys: keys, logs: logs, authDir: filepath.Join(dir, "auth"), apiKeys: map[string]string{}, tls: pki}
+// credentials makes, as `piledger processors add` and `piledger token` do,
+// API keys for processors city-police and shop-42 and the embedded token
+// issuer under s.authDir, and an external issuer whose key s holds; it
+// returns the server's AuthConfig accepting all three.
+func (s *authStack) credentials(t testing.TB, kek crypto.KEK, keys *crypto.Keyring) *api.AuthConfig {
+	t.Helper()
+	ctx := context.Background()
 	for _, p := range []string{"city-police", "shop-42"} {
 		key, _, err := api.AddAPIKey(s.authDir, p, time.Now())
 		if err != nil {
@@ -124,7 +102,7 @@ func startAuthStack(t testing.TB, cfg api.Config, pki *testPKI) *authStack {
 		s.apiKeys[p] = key
 		s.secret(key)
 	}
-	store2, err := api.OpenAPIKeyStore(s.authDir)
+	apiKeys, err := api.OpenAPIKeyStore(s.authDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,68 +124,7 @@ func startAuthStack(t testing.TB, cfg api.Config, pki *testPKI) *authStack {
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	cfg.GRPCAddr, cfg.HTTPAddr, cfg.MetricsAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Auth = &api.AuthConfig{APIKeys: store2, Tokens: []*api.TokenVerifier{local, external}, Pseudonymize: keys.Pseudonym}
-	scheme := "http"
-	s.client = &http.Client{}
-	if pki != nil {
-		cfg.TLS = pki.serverConfig()
-		scheme = "https"
-		s.client.Transport = &http.Transport{TLSClientConfig: pki.clientConfig(nil)}
-	}
-	receiptSigner, err := keys.LogSigner(ctx, tl.Origin())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := api.New(cfg, led, logger, api.WithReadModels(store), api.WithErasure(led, keys, receiptSigner))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.ServeTransparency(tl)
-	s.srv = srv
-	s.tlog = tl
-	s.baseURL = scheme + "://" + srv.HTTPAddr()
-	s.metricsURL = "http://" + srv.MetricsAddr() + "/metrics"
-
-	var wg sync.WaitGroup
-	run := func(f func(context.Context) error, what string) context.CancelFunc {
-		ctx, cancel := context.WithCancel(ctx)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil {
-				t.Errorf("%s: %v", what, err)
-			}
-		}()
-		return cancel
-	}
-	stopLedger := run(led.Run, "ledger.Run")
-	stopProjector := run(store.Run, "projections.Run")
-	stopTlog := run(tl.Run, "transparency.Run")
-	stopAPI := run(srv.Run, "api.Server.Run")
-	t.Cleanup(func() {
-		s.checkNoSecretsInMetrics(t)
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		stopAPI()
-		stopProjector()
-		stopTlog()
-		stopLedger()
-		wg.Wait()
-		for _, c := range []io.Closer{store, tl, led, keys} {
-			if err := c.Close(); err != nil {
-				t.Errorf("close: %v", err)
-			}
-		}
-		nc.Close()
-		ns.Shutdown()
-		s.checkNoSecretsInLogs(t)
-	})
-	return s
+	return &api.AuthConfig{APIKeys: apiKeys, Tokens: []*api.TokenVerifier{local, external}, Pseudonymize: keys.Pseudonym}
 }
 
 // secret registers strings that must never appear in logs, metrics or
@@ -324,7 +241,7 @@ func (s *authStack) do(t testing.TB, method, path string, body io.Reader, header
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Add(header[i], header[i+1])
 	}
-	resp, err := s.client.Do(req)
+	resp, err := s.httpClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

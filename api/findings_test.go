@@ -96,7 +96,7 @@ func TestFindingRoutes(t *testing.T) {
 	// whose copy is kept 60 days from day 2: past its deadline and the
 	// grace period at day 100.
 	events = append(events, cameraEvents(refs[3])...)
-	resp, err := s.ledger.AppendEvents(ctx, &piledgerv1.AppendEventsRequest{Events: events})
+	resp, err := s.client.AppendEvents(ctx, &piledgerv1.AppendEventsRequest{Events: events})
 	if err != nil {
 		t.Fatal(err)
 	}

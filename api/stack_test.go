@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -26,24 +27,81 @@ import (
 	"github.com/piledger/piledger/api"
 	"github.com/piledger/piledger/crypto"
 	"github.com/piledger/piledger/ledger"
+	"github.com/piledger/piledger/ledger/transparency"
+	"github.com/piledger/piledger/projections"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
-// stack is the whole write path under test: an embedded nats-server, a real
-// keyring and ledger with their state in a directory, and an api.Server on
-// free loopback ports, with a gRPC client and the gateway's base URL.
+// stack is the system under test behind a real api.Server on free loopback
+// ports: an embedded nats-server, a real keyring and ledger with their state
+// in a directory and, as its stackOptions ask, the read models, the
+// transparency log, erasure, authentication and TLS. It carries gRPC
+// clients of the server's services and the gateway's base URL.
 type stack struct {
-	srv     *api.Server
-	client  piledgerv1.LedgerServiceClient
-	baseURL string
-	logs    *syncBuffer
-	stop    func()
+	srv        *api.Server
+	led        *ledger.Ledger
+	keys       *crypto.Keyring
+	tlog       *transparency.Log // nil unless transparency
+	client     piledgerv1.LedgerServiceClient
+	subjects   piledgerv1.SubjectServiceClient // answers only with read models
+	holdings   piledgerv1.HoldingServiceClient // answers only with read models
+	baseURL    string
+	metricsURL string // "" unless cfg.MetricsAddr is set
+	logs       *syncBuffer
+	stop       func()
 }
 
-// startStack starts the stack with its state under dir; the same dir gives
-// the same log after a restart. stop (also a cleanup) shuts it down in the
-// production order: api, ledger loop, ledger and keyring, NATS.
+// stackOptions says what a stack runs beyond the write path; the zero value
+// is the write path alone, over plaintext and without authentication.
+type stackOptions struct {
+	// cfg configures the server; its empty gRPC and HTTP addresses become
+	// free loopback ports.
+	cfg api.Config
+	// readModels runs the projector and serves the read models, with clock
+	// now (nil: the projector's default) and MaxConsistencyWait
+	// consistencyWait (0: 5s).
+	readModels      bool
+	now             func() time.Time
+	consistencyWait time.Duration
+	// transparency runs the transparency log, checkpointing every 20ms, and
+	// serves its routes.
+	transparency bool
+	// erasure serves erasure, with receipts signed by the transparency
+	// log's key; it needs transparency.
+	erasure bool
+	// auth, when not nil, turns authentication on: it gets the open KEK and
+	// keyring before the server is made and returns the server's AuthConfig.
+	auth func(kek crypto.KEK, keys *crypto.Keyring) *api.AuthConfig
+	// tls, when not nil, serves TLS with its server certificate and client
+	// CA; the stack's gRPC clients then trust its CA.
+	tls *testPKI
+	// beforeStop runs at stop while everything still runs; afterStop runs
+	// at stop once everything is down. Either may be nil.
+	beforeStop, afterStop func()
+}
+
+// startStack starts the write path with its state under dir; the same dir
+// gives the same log after a restart. stop (also a cleanup) shuts it down
+// and fails the test when the server log holds a subject reference.
 func startStack(t testing.TB, dir string, cfg api.Config) *stack {
+	t.Helper()
+	var s *stack
+	s = newStack(t, dir, stackOptions{cfg: cfg, afterStop: func() {
+		// No subject reference (subjectRef, and the values the tests put
+		// in bad requests, all start so) in any log line.
+		if strings.Contains(s.logs.String(), "110101199003") {
+			t.Errorf("the server log holds a subject reference")
+		}
+	}})
+	return s
+}
+
+// newStack starts a stack with its state under dir, as o says. Its stop
+// func, idempotent and also a cleanup of t, shuts it down in the production
+// order: beforeStop, api, projector, ledger loop, transparency log, stores,
+// NATS, afterStop. Any part failing to start fails t at once; any part
+// failing to run or close fails t at stop.
+func newStack(t testing.TB, dir string, o stackOptions) *stack {
 	t.Helper()
 	ctx := context.Background()
 	ns, err := ledger.StartEmbedded(ledger.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats")})
@@ -70,59 +128,123 @@ func startStack(t testing.TB, dir string, cfg api.Config) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := &stack{led: led, keys: keys, logs: &syncBuffer{}}
+	logger := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var closers []io.Closer // the stores, in the order they close at stop
+	var apiOpts []api.Option
+	var store *projections.Store
+	if o.readModels {
+		wait := o.consistencyWait
+		if wait == 0 {
+			wait = 5 * time.Second
+		}
+		store, err = projections.Open(projections.Config{
+			Dir: filepath.Join(dir, "projections"), Now: o.now, Logger: logger, MaxConsistencyWait: wait,
+		}, led, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closers = append(closers, store)
+		apiOpts = append(apiOpts, api.WithReadModels(store))
+	}
+	if o.transparency {
+		s.tlog, err = transparency.Open(ctx, js, led, keys, transparency.Config{
+			Dir: filepath.Join(dir, "tree"), CheckpointInterval: 20 * time.Millisecond, Logger: logger,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closers = append(closers, s.tlog)
+	}
+	if o.erasure {
+		if s.tlog == nil {
+			t.Fatal("erasure needs the transparency log")
+		}
+		receiptSigner, err := keys.LogSigner(ctx, s.tlog.Origin())
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiOpts = append(apiOpts, api.WithErasure(led, keys, receiptSigner))
+	}
+
+	closers = append(closers, led, keys)
+
+	cfg := o.cfg
 	if cfg.GRPCAddr == "" {
 		cfg.GRPCAddr = "127.0.0.1:0"
 	}
 	if cfg.HTTPAddr == "" {
 		cfg.HTTPAddr = "127.0.0.1:0"
 	}
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := api.New(cfg, led, logger)
+	if o.auth != nil {
+		cfg.Auth = o.auth(kek, keys)
+	}
+	scheme, creds := "http", insecure.NewCredentials()
+	if o.tls != nil {
+		cfg.TLS = o.tls.serverConfig()
+		scheme, creds = "https", credentials.NewTLS(o.tls.clientConfig(nil))
+	}
+	s.srv, err = api.New(cfg, led, logger, apiOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if s.tlog != nil {
+		s.srv.ServeTransparency(s.tlog)
+	}
+	s.baseURL = scheme + "://" + s.srv.HTTPAddr()
+	if addr := s.srv.MetricsAddr(); addr != "" {
+		s.metricsURL = "http://" + addr + "/metrics"
+	}
 
-	ledgerCtx, stopLedger := context.WithCancel(ctx)
-	apiCtx, stopAPI := context.WithCancel(ctx)
-	ledgerDone, apiDone := make(chan error, 1), make(chan error, 1)
-	go func() { ledgerDone <- led.Run(ledgerCtx) }()
-	go func() { apiDone <- srv.Run(apiCtx) }()
+	// run runs f until the returned func cancels it and waits for it.
+	run := func(f func(context.Context) error, what string) (stop func()) {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- f(ctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("%s: %v", what, err)
+			}
+		}
+	}
+	stopLedger := run(led.Run, "ledger.Run")
+	stopProjector, stopTlog := func() {}, func() {}
+	if store != nil {
+		stopProjector = run(store.Run, "projections.Run")
+	}
+	if s.tlog != nil {
+		stopTlog = run(s.tlog.Run, "transparency.Run")
+	}
+	stopAPI := run(s.srv.Run, "api.Server.Run")
 
-	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.srv.GRPCAddr(), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.client = piledgerv1.NewLedgerServiceClient(conn)
+	s.subjects = piledgerv1.NewSubjectServiceClient(conn)
+	s.holdings = piledgerv1.NewHoldingServiceClient(conn)
 	var once sync.Once
-	s := &stack{
-		srv:     srv,
-		client:  piledgerv1.NewLedgerServiceClient(conn),
-		baseURL: "http://" + srv.HTTPAddr(),
-		logs:    logs,
-	}
 	s.stop = func() {
 		once.Do(func() {
+			if o.beforeStop != nil {
+				o.beforeStop()
+			}
 			conn.Close()
 			stopAPI()
-			if err := <-apiDone; err != nil {
-				t.Errorf("api.Server.Run: %v", err)
-			}
+			stopProjector()
 			stopLedger()
-			if err := <-ledgerDone; err != nil {
-				t.Errorf("ledger.Run: %v", err)
-			}
-			if err := led.Close(); err != nil {
-				t.Errorf("ledger.Close: %v", err)
-			}
-			if err := keys.Close(); err != nil {
-				t.Errorf("keyring.Close: %v", err)
+			stopTlog()
+			for _, c := range closers {
+				if err := c.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
 			}
 			nc.Close()
 			ns.Shutdown()
-			// No subject reference (subjectRef, and the values the tests
-			// put in bad requests, all start so) in any log line.
-			if strings.Contains(logs.String(), "110101199003") {
-				t.Errorf("the server log holds a subject reference")
+			if o.afterStop != nil {
+				o.afterStop()
 			}
 		})
 	}
@@ -137,6 +259,13 @@ func (s *stack) entries(t testing.TB, start, limit uint64) []*piledgerv1.LogEntr
 	if err != nil {
 		t.Fatal(err)
 	}
+	return recvEntries(t, stream)
+}
+
+// recvEntries returns every entry of a ListLogEntries stream, to its end; a
+// stream error fails t.
+func recvEntries(t testing.TB, stream grpc.ServerStreamingClient[piledgerv1.LogEntry]) []*piledgerv1.LogEntry {
+	t.Helper()
 	var out []*piledgerv1.LogEntry
 	for {
 		e, err := stream.Recv()

@@ -1,25 +1,19 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -27,107 +21,21 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/piledger/piledger/api"
-	"github.com/piledger/piledger/crypto"
-	"github.com/piledger/piledger/ledger"
-	"github.com/piledger/piledger/projections"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
 // readStack is the whole stack with read models: embedded nats-server,
 // keyring, ledger, projector and api.Server on free loopback ports, with
 // gRPC clients and the gateway's base URL.
-type readStack struct {
-	ledger   piledgerv1.LedgerServiceClient
-	subjects piledgerv1.SubjectServiceClient
-	holdings piledgerv1.HoldingServiceClient
-	baseURL  string
-	logs     *syncBuffer
-}
+type readStack struct{ *stack }
 
-// startReadStack starts the stack with its state under dir and stops it, in
-// the production order (api, projector, ledger loop, stores, NATS), at the
-// end of the test.
+// startReadStack starts the stack with its state under dir, the projector's
+// clock now, and stops it, in the production order, at the end of the test.
 func startReadStack(t *testing.T, dir string, now func() time.Time) *readStack {
 	t.Helper()
-	ctx := context.Background()
-	ns, err := ledger.StartEmbedded(ledger.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kek, err := crypto.OpenLocalKEK(filepath.Join(dir, "kek"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dir, "keyring")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	led, err := ledger.Open(ctx, js, keys, ledger.Config{IndexDir: filepath.Join(dir, "index")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// A short consistency wait, so that asking for an index the log never
 	// reaches fails fast; reaching a real receipt index takes milliseconds.
-	store, err := projections.Open(projections.Config{
-		Dir: filepath.Join(dir, "projections"), Now: now, Logger: logger, MaxConsistencyWait: 2 * time.Second,
-	}, led, keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := api.New(api.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, led, logger, api.WithReadModels(store))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	run := func(f func(context.Context) error, what string) context.CancelFunc {
-		ctx, cancel := context.WithCancel(ctx)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil {
-				t.Errorf("%s: %v", what, err)
-			}
-		}()
-		return cancel
-	}
-	stopLedger := run(led.Run, "ledger.Run")
-	stopProjector := run(store.Run, "projections.Run")
-	stopAPI := run(srv.Run, "api.Server.Run")
-	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		stopAPI()
-		stopProjector()
-		stopLedger()
-		wg.Wait()
-		for _, c := range []io.Closer{store, led, keys} {
-			if err := c.Close(); err != nil {
-				t.Errorf("close: %v", err)
-			}
-		}
-		nc.Close()
-		ns.Shutdown()
-	})
-	return &readStack{
-		ledger:   piledgerv1.NewLedgerServiceClient(conn),
-		subjects: piledgerv1.NewSubjectServiceClient(conn),
-		holdings: piledgerv1.NewHoldingServiceClient(conn),
-		baseURL:  "http://" + srv.HTTPAddr(),
-		logs:     logs,
-	}
+	return &readStack{newStack(t, dir, stackOptions{readModels: true, now: now, consistencyWait: 2 * time.Second})}
 }
 
 // get sends a GET to the gateway and returns the status code and body.
@@ -196,7 +104,7 @@ func TestSubjectRoutes(t *testing.T) {
 	ctx := t.Context()
 	ref := subjectRef(7)
 
-	resp, err := s.ledger.AppendEvents(ctx, &piledgerv1.AppendEventsRequest{Events: cameraEvents(ref)})
+	resp, err := s.client.AppendEvents(ctx, &piledgerv1.AppendEventsRequest{Events: cameraEvents(ref)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +216,7 @@ func TestSubjectRoutes(t *testing.T) {
 func TestSubjectRouteErrors(t *testing.T) {
 	s := startReadStack(t, filepath.Join(t.TempDir(), "node"), time.Now)
 	ref := subjectRef(8)
-	appended, err := s.ledger.AppendEvents(t.Context(), &piledgerv1.AppendEventsRequest{Events: cameraEvents(ref)})
+	appended, err := s.client.AppendEvents(t.Context(), &piledgerv1.AppendEventsRequest{Events: cameraEvents(ref)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,117 +1,34 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/piledger/piledger/api"
-	"github.com/piledger/piledger/crypto"
-	"github.com/piledger/piledger/ledger"
-	"github.com/piledger/piledger/ledger/transparency"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
 // tlogStack is the write path plus the transparency log behind a real
 // api.Server: embedded NATS, keyring, ledger, Merkle tree and checkpointer.
-type tlogStack struct {
-	ledger  piledgerv1.LedgerServiceClient
-	baseURL string
-	logs    *syncBuffer
-}
+type tlogStack struct{ *stack }
 
+// startTlogStack starts the stack with its state under dir and stops it at
+// the end of the test.
 func startTlogStack(t *testing.T, dir string) *tlogStack {
 	t.Helper()
-	ctx := context.Background()
-	ns, err := ledger.StartEmbedded(ledger.EmbeddedConfig{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kek, err := crypto.OpenLocalKEK(filepath.Join(dir, "kek"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dir, "keyring")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	led, err := ledger.Open(ctx, js, keys, ledger.Config{IndexDir: filepath.Join(dir, "index")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	tl, err := transparency.Open(ctx, js, led, keys, transparency.Config{
-		Dir: filepath.Join(dir, "tree"), CheckpointInterval: 20 * time.Millisecond, Logger: logger,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := api.New(api.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, led, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.ServeTransparency(tl)
-	var wg sync.WaitGroup
-	run := func(f func(context.Context) error, what string) context.CancelFunc {
-		ctx, cancel := context.WithCancel(ctx)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil {
-				t.Errorf("%s: %v", what, err)
-			}
-		}()
-		return cancel
-	}
-	stopLedger := run(led.Run, "ledger.Run")
-	stopTlog := run(tl.Run, "transparency.Run")
-	stopAPI := run(srv.Run, "api.Server.Run")
-	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		stopAPI()
-		stopLedger()
-		stopTlog()
-		wg.Wait()
-		for _, c := range []io.Closer{tl, led, keys} {
-			if err := c.Close(); err != nil {
-				t.Errorf("close: %v", err)
-			}
-		}
-		nc.Close()
-		ns.Shutdown()
-	})
-	return &tlogStack{ledger: piledgerv1.NewLedgerServiceClient(conn), baseURL: "http://" + srv.HTTPAddr(), logs: logs}
+	return &tlogStack{newStack(t, dir, stackOptions{transparency: true})}
 }
 
 func (s *tlogStack) get(t *testing.T, path string, header ...string) (int, string, []byte) {
@@ -192,7 +109,7 @@ func TestProofsOverHTTPWithStockLibraries(t *testing.T) {
 		for i := range evs {
 			evs[i] = collectFace(subjectRef(len(receipts) + i))
 		}
-		resp, err := s.ledger.AppendEvents(ctx, &piledgerv1.AppendEventsRequest{Events: evs})
+		resp, err := s.client.AppendEvents(ctx, &piledgerv1.AppendEventsRequest{Events: evs})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -129,7 +129,7 @@ func getAll(t *testing.T, pending []*client.Pending) map[string]*client.Receipt 
 // own receipt, the events travel in far fewer calls than events, and the log
 // holds each event once.
 func TestEmitConcurrent(t *testing.T) {
-	s := newStack(t, t.TempDir(), "127.0.0.1:0")
+	s := newStack(t, t.TempDir(), stackOptions{})
 	count, calls, _ := countCalls()
 	c := newClient(t, s.addr, client.WithDialOptions(count))
 
@@ -161,7 +161,7 @@ func TestEmitConcurrent(t *testing.T) {
 // TestEmitSameID emits one event id twice into one batch and once more
 // later: every Emit gets the event's receipt, the log holds it once.
 func TestEmitSameID(t *testing.T) {
-	s := newStack(t, t.TempDir(), "127.0.0.1:0")
+	s := newStack(t, t.TempDir(), stackOptions{})
 	c := newClient(t, s.addr, client.WithBatching(100, 1<<20, time.Hour))
 	ev := collect(ref(1))
 	ev.EventID = uuid.Must(uuid.NewV7()).String()
@@ -190,7 +190,7 @@ func TestEmitSameID(t *testing.T) {
 // every pending event completes, and the log holds each event once.
 func TestRetryAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	s := newStack(t, dir, "127.0.0.1:0")
+	s := newStack(t, dir, stackOptions{})
 	addr := s.addr
 	count, calls, unavailable := countCalls()
 	c := newClient(t, addr, client.WithDialOptions(count),
@@ -228,7 +228,7 @@ func TestRetryAcrossRestart(t *testing.T) {
 	for downCount.Load() < whileDown && emitted.Load() < writers*each {
 		time.Sleep(time.Millisecond)
 	}
-	s2 := newStack(t, dir, addr)
+	s2 := newStack(t, dir, stackOptions{grpcAddr: addr})
 	isDown.Store(false)
 	close(restarted)
 	wg.Wait()
@@ -248,7 +248,7 @@ func TestRetryAcrossRestart(t *testing.T) {
 // typed errors, that one malformed event does not fail the others of its
 // batch, and that nothing malformed is recorded.
 func TestInvalidEvents(t *testing.T) {
-	s := newStack(t, t.TempDir(), "127.0.0.1:0")
+	s := newStack(t, t.TempDir(), stackOptions{})
 	c := newClient(t, s.addr, client.WithBatching(100, 1<<20, time.Hour)) // one batch, sent by Flush
 
 	good1 := c.Emit(t.Context(), collect(ref(1)))
@@ -310,7 +310,7 @@ func TestInvalidEvents(t *testing.T) {
 // (an event whose ctx ended is never sent), Get's wait (the event stays on
 // its way) and Append's retries.
 func TestContextCancellation(t *testing.T) {
-	s := newStack(t, t.TempDir(), "127.0.0.1:0")
+	s := newStack(t, t.TempDir(), stackOptions{})
 	c := newClient(t, s.addr, client.WithBatching(100, 1<<20, time.Hour), client.WithMaxInFlight(2))
 	bg := context.Background()
 

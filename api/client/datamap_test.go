@@ -24,17 +24,8 @@ import (
 func TestDataMap(t *testing.T) {
 	s := newReadStack(t, "city-clinic")
 	ctx := t.Context()
-	newClient := func(opts ...client.Option) *client.Client {
-		t.Helper()
-		c, err := client.New(s.addr, append([]client.Option{client.WithInsecure()}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
 	const ref = "patient-7" // the person's raw reference in the clinic's systems
-	clinic := newClient(client.WithAPIKey(s.apiKeys["city-clinic"]), client.WithProcessor("city-clinic"))
+	clinic := s.dial(t, client.WithAPIKey(s.apiKeys["city-clinic"]), client.WithProcessor("city-clinic"))
 	receipts, err := clinic.Append(ctx, client.Collect{
 		Subject: ref, OccurredAt: time.Now().Add(-time.Hour), System: "front-desk", Categories: []string{"name", "phone"},
 		Purpose: "contract-performance", LegalBasis: "contract-or-hr",
@@ -60,7 +51,7 @@ func TestDataMap(t *testing.T) {
 	// percent-encoded on the wire.
 	const reason = "case 2026/17: complaint 投诉 über 100% of retention"
 	regulatorToken := s.token(t, api.RoleRegulator, "inspector-12")
-	regulator := newClient(client.WithToken(regulatorToken), client.WithReason(reason))
+	regulator := s.dial(t, client.WithToken(regulatorToken), client.WithReason(reason))
 	dm, err := regulator.DataMap(ctx, ref, client.MinIndex(r.Index))
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +60,7 @@ func TestDataMap(t *testing.T) {
 
 	// The data subject, their own, with a subject token.
 	subjectToken := s.token(t, api.RoleSubject, ref)
-	subject := newClient(client.WithToken(subjectToken))
+	subject := s.dial(t, client.WithToken(subjectToken))
 	mine, err := subject.MyDataMap(ctx, client.MinIndex(r.Index), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +74,7 @@ func TestDataMap(t *testing.T) {
 	}
 
 	// An admin reads it too, with a reason.
-	admin := newClient(client.WithToken(s.token(t, api.RoleAdmin, "ops-1")), client.WithReason("erasure request 88"))
+	admin := s.dial(t, client.WithToken(s.token(t, api.RoleAdmin, "ops-1")), client.WithReason("erasure request 88"))
 	if dm, err := admin.DataMap(ctx, ref); err != nil {
 		t.Error(err)
 	} else {
@@ -108,7 +99,7 @@ func TestDataMap(t *testing.T) {
 	}
 
 	// A regulator without a reason, or without a "me".
-	noReason := newClient(client.WithToken(regulatorToken))
+	noReason := s.dial(t, client.WithToken(regulatorToken))
 	_, err = noReason.DataMap(ctx, ref)
 	if status.Code(err) != codes.InvalidArgument || !slices.ContainsFunc(client.FieldViolations(err), func(v client.FieldViolation) bool { return v.Field == "x-piledger-reason" }) {
 		t.Errorf("a regulator without a reason: %v, want INVALID_ARGUMENT on x-piledger-reason", err)

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"iter"
-	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -40,7 +39,7 @@ type FindingQuery struct {
 func (q FindingQuery) request(pageToken string) *piledgerv1.ListFindingsRequest {
 	req := &piledgerv1.ListFindingsRequest{
 		Rule: q.Rule, Processor: q.Processor, Severity: q.Severity,
-		PageSize: int32(min(max(q.PageSize, math.MinInt32), math.MaxInt32)), PageToken: pageToken, MinIndex: q.MinIndex,
+		PageSize: pageSize(q.PageSize), PageToken: pageToken, MinIndex: q.MinIndex,
 	}
 	if !q.Since.IsZero() {
 		req.StartTime = timestamppb.New(q.Since)
@@ -66,24 +65,9 @@ func (q FindingQuery) request(pageToken string) *piledgerv1.ListFindingsRequest 
 //		fmt.Println(f.GetLogIndex(), f.GetRule())
 //	}
 func (c *Client) Findings(ctx context.Context, q FindingQuery) iter.Seq2[*piledgerv1.Finding, error] {
-	return func(yield func(*piledgerv1.Finding, error) bool) {
-		token := ""
-		for {
-			page, err := c.ListFindings(ctx, q, token)
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			for _, f := range page.GetFindings() {
-				if !yield(f, nil) {
-					return
-				}
-			}
-			if token = page.GetNextPageToken(); token == "" {
-				return
-			}
-		}
-	}
+	return pages(func(pageToken string) (*piledgerv1.ListFindingsResponse, error) {
+		return c.ListFindings(ctx, q, pageToken)
+	}, (*piledgerv1.ListFindingsResponse).GetFindings)
 }
 
 // ListFindings returns one page of the findings q selects: the first when
@@ -100,9 +84,5 @@ func (c *Client) Findings(ctx context.Context, q FindingQuery) iter.Seq2[*piledg
 // policy gave up; ctx.Err() (wrapped) when ctx ended first; ErrClosed after
 // Close.
 func (c *Client) ListFindings(ctx context.Context, q FindingQuery, pageToken string) (*piledgerv1.ListFindingsResponse, error) {
-	req := q.request(pageToken)
-	rpc := piledgerv1.NewFindingServiceClient(c.conn)
-	return retryRead(ctx, c, "list findings", func(ctx context.Context) (*piledgerv1.ListFindingsResponse, error) {
-		return rpc.ListFindings(ctx, req)
-	})
+	return listPage(ctx, c, "list findings", piledgerv1.NewFindingServiceClient(c.conn).ListFindings, q.request(pageToken))
 }

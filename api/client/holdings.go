@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"iter"
-	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -37,7 +36,7 @@ type DueQuery struct {
 func (q DueQuery) request(pageToken string) *piledgerv1.ListDueHoldingsRequest {
 	req := &piledgerv1.ListDueHoldingsRequest{
 		Processor: q.Processor,
-		PageSize:  int32(min(max(q.PageSize, math.MinInt32), math.MaxInt32)), PageToken: pageToken, MinIndex: q.MinIndex,
+		PageSize:  pageSize(q.PageSize), PageToken: pageToken, MinIndex: q.MinIndex,
 	}
 	if !q.Before.IsZero() {
 		req.Before = timestamppb.New(q.Before)
@@ -68,24 +67,9 @@ func (q DueQuery) request(pageToken string) *piledgerv1.ListDueHoldingsRequest {
 //		destroy(h.GetSystem(), h.GetDataCategory(), h.GetSourceEventId())
 //	}
 func (c *Client) DueHoldings(ctx context.Context, q DueQuery) iter.Seq2[*piledgerv1.Holding, error] {
-	return func(yield func(*piledgerv1.Holding, error) bool) {
-		token := ""
-		for {
-			page, err := c.ListDueHoldings(ctx, q, token)
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			for _, h := range page.GetHoldings() {
-				if !yield(h, nil) {
-					return
-				}
-			}
-			if token = page.GetNextPageToken(); token == "" {
-				return
-			}
-		}
-	}
+	return pages(func(pageToken string) (*piledgerv1.ListDueHoldingsResponse, error) {
+		return c.ListDueHoldings(ctx, q, pageToken)
+	}, (*piledgerv1.ListDueHoldingsResponse).GetHoldings)
 }
 
 // ListDueHoldings returns one page of the due holdings q selects (see
@@ -103,9 +87,5 @@ func (c *Client) DueHoldings(ctx context.Context, q DueQuery) iter.Seq2[*piledge
 // the last status) when the retry policy gave up; ctx.Err() (wrapped) when
 // ctx ended first; ErrClosed after Close.
 func (c *Client) ListDueHoldings(ctx context.Context, q DueQuery, pageToken string) (*piledgerv1.ListDueHoldingsResponse, error) {
-	req := q.request(pageToken)
-	rpc := piledgerv1.NewHoldingServiceClient(c.conn)
-	return retryRead(ctx, c, "list due holdings", func(ctx context.Context) (*piledgerv1.ListDueHoldingsResponse, error) {
-		return rpc.ListDueHoldings(ctx, req)
-	})
+	return listPage(ctx, c, "list due holdings", piledgerv1.NewHoldingServiceClient(c.conn).ListDueHoldings, q.request(pageToken))
 }

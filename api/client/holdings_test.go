@@ -30,17 +30,8 @@ func phones(subject string, at time.Time, keep time.Duration) client.Collect {
 func TestDueHoldings(t *testing.T) {
 	s := newReadStack(t, "city-clinic", "shop-42")
 	ctx := t.Context()
-	newClient := func(opts ...client.Option) *client.Client {
-		t.Helper()
-		c, err := client.New(s.addr, append([]client.Option{client.WithInsecure()}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
 	emitter := func(processor string) *client.Client {
-		return newClient(client.WithAPIKey(s.apiKeys[processor]), client.WithProcessor(processor))
+		return s.dial(t, client.WithAPIKey(s.apiKeys[processor]), client.WithProcessor(processor))
 	}
 	clinic, shop := emitter("city-clinic"), emitter("shop-42")
 
@@ -142,7 +133,7 @@ func TestDueHoldings(t *testing.T) {
 
 	// A regulator sees every processor's, with a reason.
 	regulatorToken := s.token(t, api.RoleRegulator, "inspector-12")
-	regulator := newClient(client.WithToken(regulatorToken), client.WithReason("retention audit 2026-03"))
+	regulator := s.dial(t, client.WithToken(regulatorToken), client.WithReason("retention audit 2026-03"))
 	if got := collect(regulator, client.DueQuery{MinIndex: &minIndex}); len(got) != 3 {
 		t.Errorf("a regulator's due holdings: %d, want 3 (of both processors)", len(got))
 	}
@@ -150,14 +141,14 @@ func TestDueHoldings(t *testing.T) {
 		t.Errorf("a regulator's due holdings of shop-42: %v", events(got))
 	}
 	// ... and only with a reason.
-	noReason := newClient(client.WithToken(regulatorToken))
+	noReason := s.dial(t, client.WithToken(regulatorToken))
 	_, err = noReason.ListDueHoldings(ctx, client.DueQuery{}, "")
 	if status.Code(err) != codes.InvalidArgument || !slices.ContainsFunc(client.FieldViolations(err), func(v client.FieldViolation) bool { return v.Field == "x-piledger-reason" }) {
 		t.Errorf("a regulator without a reason: %v, want INVALID_ARGUMENT on x-piledger-reason", err)
 	}
 
 	// A data subject may not list due holdings.
-	subject := newClient(client.WithToken(s.token(t, api.RoleSubject, "patient-1")))
+	subject := s.dial(t, client.WithToken(s.token(t, api.RoleSubject, "patient-1")))
 	if _, err := subject.ListDueHoldings(ctx, client.DueQuery{}, ""); !errors.Is(err, client.ErrPermissionDenied) {
 		t.Errorf("a subject: %v, want ErrPermissionDenied", err)
 	}
