@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -10,50 +11,39 @@ import (
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
 
-// Erasures. The projector counts every log entry of a subject (readable,
-// shredded or repeated) since the subject's last erasure entry, from the
-// clear envelope headers, so the count does not depend on whether the key
-// still existed when the entry was applied: a rebuild after the erasure
-// gives the same numbers. When it applies an erasure entry it stores one
-// row with the erasure's time, generation and that count, and starts
-// counting again. It also finishes an erasure a crash interrupted
-// (Log.CompleteErasure: the generation the entry names, if still the latest
-// and live, is destroyed).
+// Erasures. The projector records every log entry of a subject (readable,
+// shredded or repeated) since the subject's last erasure entry as an empty
+// row, from the clear envelope headers, so the count does not depend on
+// whether the key still existed when the entry was applied: a rebuild after
+// the erasure gives the same numbers. The row is a blind write (no read on
+// the projector's path). When it applies an erasure entry it counts and
+// deletes those rows and stores one row with the erasure's time,
+// generation, count and index range. It also finishes an erasure a crash
+// interrupted (Log.CompleteErasure: the generation the entry names, if
+// still the latest and live, is destroyed).
 //
-//	s <P 32> n                 entries since the last erasure -> count (8), first index (8), last index (8)
-//	s <P 32> e <index 8>       erasure entry at a log index -> recorded time (12), generation (4), count, first, last
+//	s <P 32> n <index 8>       an entry of the subject since its last erasure -> empty
+//	s <P 32> e <index 8>       erasure entry at a log index -> recorded time (12), generation (4), count (8), first (8), last (8)
 
 const (
-	subCount   = 'n'
+	subEntry   = 'n'
 	subErasure = 'e'
 )
 
 const entryCountLen = 24
 
-func entryCountKey(p [pseudonymLen]byte) []byte { return subjectSub(p, subCount) }
+func entryKey(p [pseudonymLen]byte, index uint64) []byte {
+	return binary.BigEndian.AppendUint64(subjectSub(p, subEntry), index)
+}
 
 func erasureKey(p [pseudonymLen]byte, index uint64) []byte {
 	return binary.BigEndian.AppendUint64(subjectSub(p, subErasure), index)
 }
 
-// countEntry adds the log entry at index to the subject's entries since its
-// last erasure.
+// countEntry records the log entry at index as one of the subject's entries
+// since its last erasure.
 func (t *txn) countEntry(p [pseudonymLen]byte, index uint64) error {
-	key := entryCountKey(p)
-	v, found, err := t.get(key)
-	if err != nil {
-		return err
-	}
-	count, first := uint64(0), index
-	if found {
-		if len(v) != entryCountLen {
-			return fmt.Errorf("%w: entry count row", ErrCorrupt)
-		}
-		count, first = binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:])
-	}
-	out := binary.BigEndian.AppendUint64(make([]byte, 0, entryCountLen), count+1)
-	out = binary.BigEndian.AppendUint64(out, first)
-	return t.set(key, binary.BigEndian.AppendUint64(out, index))
+	return t.set(entryKey(p, index), nil)
 }
 
 // erase applies an erasure entry: it finishes destroying the keys if a
@@ -73,21 +63,35 @@ func (t *txn) erase(e *piledgerv1.LogEntry) error {
 	if done {
 		t.s.logger.InfoContext(t.ctx, "finished an interrupted erasure", slog.Uint64("log_index", e.GetIndex()))
 	}
-	cur, found, err := t.get(entryCountKey(p))
+	var count, first, last uint64
+	var keys [][]byte
+	prefix := subjectSub(p, subEntry)
+	err = t.scan(prefix, func(key, _ []byte) error {
+		if len(key) != len(prefix)+8 {
+			return fmt.Errorf("%w: entry row", ErrCorrupt)
+		}
+		index := binary.BigEndian.Uint64(key[len(prefix):])
+		if count == 0 {
+			first = index
+		}
+		count, last = count+1, index
+		keys = append(keys, bytes.Clone(key))
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	if !found {
-		cur = make([]byte, entryCountLen)
-	} else if len(cur) != entryCountLen {
-		return fmt.Errorf("%w: entry count row", ErrCorrupt)
+	for _, k := range keys {
+		if err := t.delete(k); err != nil {
+			return err
+		}
 	}
 	v := encodeTime(nil, e.GetHeader().GetRecordedAt().AsTime())
 	v = binary.BigEndian.AppendUint32(v, gen)
-	if err := t.set(erasureKey(p, e.GetIndex()), append(v, cur...)); err != nil {
-		return err
-	}
-	return t.delete(entryCountKey(p))
+	v = binary.BigEndian.AppendUint64(v, count)
+	v = binary.BigEndian.AppendUint64(v, first)
+	v = binary.BigEndian.AppendUint64(v, last)
+	return t.set(erasureKey(p, e.GetIndex()), v)
 }
 
 // erasures returns the subject's erasures, oldest first.

@@ -73,7 +73,7 @@ var (
 // layoutVersion is the version of the key layout and row formats written.
 // A store of another version is rebuilt from the log.
 // The policy's digest is stored beside it: findings follow the policy.
-const layoutVersion = "piledger-projections-2"
+const layoutVersion = "piledger-projections-3"
 
 const (
 	pseudonymLen = 32 // raw bytes of a 64-hex pseudonym
