@@ -195,16 +195,8 @@ func ownProcessorEvents(id *Identity, req proto.Message) error {
 // ownProcessorHoldings: an emitter lists only its own holdings; an empty
 // processor filter becomes its own.
 func ownProcessorHoldings(id *Identity, req proto.Message) error {
-	r, ok := req.(*piledgerv1.ListDueHoldingsRequest)
-	if !ok || id.Role != RoleEmitter {
-		return nil
-	}
-	switch r.GetProcessor() {
-	case "":
-		r.Processor = id.Processor
-	case id.Processor:
-	default:
-		return denied("processor", "is not the processor the caller's credentials are bound to")
+	if r, ok := req.(*piledgerv1.ListDueHoldingsRequest); ok && id.Role == RoleEmitter {
+		return ownProcessor(id, &r.Processor)
 	}
 	return nil
 }
@@ -212,13 +204,18 @@ func ownProcessorHoldings(id *Identity, req proto.Message) error {
 // ownProcessorFindings: an emitter lists only the findings about its own
 // processor; an empty processor filter becomes its own.
 func ownProcessorFindings(id *Identity, req proto.Message) error {
-	r, ok := req.(*piledgerv1.ListFindingsRequest)
-	if !ok || id.Role != RoleEmitter {
-		return nil
+	if r, ok := req.(*piledgerv1.ListFindingsRequest); ok && id.Role == RoleEmitter {
+		return ownProcessor(id, &r.Processor)
 	}
-	switch r.GetProcessor() {
+	return nil
+}
+
+// ownProcessor sets an emitter's empty processor filter to its own
+// processor and refuses any other.
+func ownProcessor(id *Identity, filter *string) error {
+	switch *filter {
 	case "":
-		r.Processor = id.Processor
+		*filter = id.Processor
 	case id.Processor:
 	default:
 		return denied("processor", "is not the processor the caller's credentials are bound to")
