@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/piledger/piledger/crypto"
@@ -105,6 +106,27 @@ func (t *txn) scan(prefix []byte, fn func(key, value []byte) error) error {
 	}
 	return nil
 }
+
+// scanSealed calls fn for every row of the subject under prefix, opened
+// into a new message made by newMsg, as the batch sees them when it starts;
+// rows sealed under a destroyed key generation are skipped. fn must not
+// keep key.
+func scanSealed[M proto.Message](t *txn, sub subject, prefix []byte, newMsg func() M, fn func(key []byte, m M) error) error {
+	return t.scan(prefix, func(key, value []byte) error {
+		m := newMsg()
+		switch err := open(t.ctx, t.s.keys, sub.pseudonym, key, value, m); {
+		case errors.Is(err, errRowShredded):
+			return nil
+		case err != nil:
+			return err
+		}
+		return fn(key, m)
+	})
+}
+
+func newSubjectEvent() *piledgerv1.SubjectEvent { return &piledgerv1.SubjectEvent{} }
+
+func newHolding() *piledgerv1.Holding { return &piledgerv1.Holding{} }
 
 // subject is the subject of the event being applied.
 type subject struct {
@@ -320,16 +342,9 @@ func (t *txn) records(sub subject, ptag tag) ([]record, error) {
 	}
 	var out []record
 	prefix := recordPrefix(sub.p, ptag)
-	err := t.scan(prefix, func(key, value []byte) error {
+	err := scanSealed(t, sub, prefix, newSubjectEvent, func(key []byte, se *piledgerv1.SubjectEvent) error {
 		if len(key) != len(prefix)+1+8 {
 			return fmt.Errorf("%w: record key", ErrCorrupt)
-		}
-		se := &piledgerv1.SubjectEvent{}
-		switch err := open(t.ctx, t.s.keys, sub.pseudonym, key, value, se); {
-		case errors.Is(err, errRowShredded):
-			return nil
-		case err != nil:
-			return err
 		}
 		out = append(out, record{kind: key[len(prefix)], ev: se.GetEvent()})
 		return nil
@@ -359,14 +374,7 @@ func (t *txn) record(sub subject, kind byte, se *piledgerv1.SubjectEvent) error 
 	}
 	var changes []change
 	prefix := holdingPrefix(sub.p, ptag)
-	err = t.scan(prefix, func(key, value []byte) error {
-		h := &piledgerv1.Holding{}
-		switch err := open(t.ctx, t.s.keys, sub.pseudonym, key, value, h); {
-		case errors.Is(err, errRowShredded):
-			return nil
-		case err != nil:
-			return err
-		}
+	err = scanSealed(t, sub, prefix, newHolding, func(key []byte, h *piledgerv1.Holding) error {
 		old := cloneHolding(h)
 		if applyRecord(h, kind, ev) {
 			changes = append(changes, change{id: parseHoldingID(key[len(prefix):]), old: old, new: h})

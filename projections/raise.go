@@ -2,7 +2,6 @@ package projections
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
@@ -100,16 +99,9 @@ func (t *txn) evaluated(sub subject, id holdingID, h *piledgerv1.Holding, now ti
 func (t *txn) holdingsAt(sub subject, processor string, now time.Time) ([]*piledgerv1.Holding, error) {
 	prefix := holdingPrefix(sub.p, t.s.tags.tag(tagProcessor, processor))
 	var out []*piledgerv1.Holding
-	err := t.scan(prefix, func(key, value []byte) error {
+	err := scanSealed(t, sub, prefix, newHolding, func(key []byte, h *piledgerv1.Holding) error {
 		if len(key) != len(prefix)+holdingIDLen {
 			return fmt.Errorf("%w: holding key", ErrCorrupt)
-		}
-		h := &piledgerv1.Holding{}
-		switch err := open(t.ctx, t.s.keys, sub.pseudonym, key, value, h); {
-		case errors.Is(err, errRowShredded):
-			return nil
-		case err != nil:
-			return err
 		}
 		c, err := t.evaluated(sub, parseHoldingID(key[len(prefix):]), h, now)
 		if err != nil {
@@ -126,14 +118,7 @@ func (t *txn) holdingsAt(sub subject, processor string, now time.Time) ([]*piled
 func (t *txn) consents(sub subject) ([]*piledgerv1.Event, error) {
 	var out []*piledgerv1.Event
 	prefix := subjectSub(sub.p, subTimeline)
-	err := t.scan(prefix, func(key, value []byte) error {
-		se := &piledgerv1.SubjectEvent{}
-		switch err := open(t.ctx, t.s.keys, sub.pseudonym, key, value, se); {
-		case errors.Is(err, errRowShredded):
-			return nil
-		case err != nil:
-			return err
-		}
+	err := scanSealed(t, sub, prefix, newSubjectEvent, func(_ []byte, se *piledgerv1.SubjectEvent) error {
 		if se.GetEvent().GetOperation() == piledgerv1.Operation_OPERATION_CONSENT_GRANTED {
 			out = append(out, se.GetEvent())
 		}
