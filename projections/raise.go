@@ -71,26 +71,17 @@ func (t *txn) raiseHolding(sub subject, id holdingID, h *piledgerv1.Holding) err
 	return nil
 }
 
-// evaluated returns a copy of a stored holding named, with the
+// evaluated returns a copy of a stored holding, named, with the
 // processor-wide end of its purpose merged in, and evaluated at now.
 func (t *txn) evaluated(sub subject, id holdingID, h *piledgerv1.Holding, now time.Time) (*piledgerv1.Holding, error) {
-	c := cloneHolding(h)
-	if p := c.GetRetention().GetUntilPurposeEnds(); p != "" {
-		v, found, err := t.get(endedKey(c.GetProcessor(), p))
-		if err != nil {
+	var end purposeEnd
+	if p := h.GetRetention().GetUntilPurposeEnds(); p != "" {
+		var err error
+		if end, err = readPurposeEnd(t.get, h.GetProcessor(), p); err != nil {
 			return nil, err
 		}
-		if found {
-			end, err := decodeEnded(v)
-			if err != nil {
-				return nil, err
-			}
-			c = withPurposeEnd(c, end)
-		}
 	}
-	c.Name = holdingName(sub.pseudonym, id)
-	evaluate(c, now, t.s.cfg.DestructionGrace, t.s.vocab)
-	return c, nil
+	return t.s.evaluateAt(sub.pseudonym, id, cloneHolding(h), end, now), nil
 }
 
 // holdingsAt returns the subject's holdings at a processor, evaluated at

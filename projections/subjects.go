@@ -126,10 +126,17 @@ func (v *view) evaluate(pseudonym string, id holdingID, h *piledgerv1.Holding, n
 	if err != nil {
 		return nil, err
 	}
+	return v.s.evaluateAt(pseudonym, id, h, end, now), nil
+}
+
+// evaluateAt names a holding, merges end (the processor-wide end of its
+// purpose, zero when none) and computes its state at now. h may be
+// modified.
+func (s *Store) evaluateAt(pseudonym string, id holdingID, h *piledgerv1.Holding, end purposeEnd, now time.Time) *piledgerv1.Holding {
 	h = withPurposeEnd(h, end)
 	h.Name = holdingName(pseudonym, id)
-	evaluate(h, now, v.s.cfg.DestructionGrace, v.s.vocab)
-	return h, nil
+	evaluate(h, now, s.cfg.DestructionGrace, s.vocab)
+	return h
 }
 
 func holdingName(pseudonym string, id holdingID) string {

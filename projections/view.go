@@ -81,14 +81,20 @@ func (v *view) purposeEnded(processor, purpose string) (purposeEnd, error) {
 	if e, ok := v.ended[k]; ok {
 		return e, nil
 	}
-	val, found, err := v.get(endedKey(processor, purpose))
-	var e purposeEnd
-	if err == nil && found {
-		e, err = decodeEnded(val)
-	}
+	e, err := readPurposeEnd(v.get, processor, purpose)
 	if err != nil {
 		return purposeEnd{}, err
 	}
 	v.ended[k] = e
 	return e, nil
+}
+
+// readPurposeEnd reads, through get, the end a processor declared for a
+// purpose; zero when none was declared.
+func readPurposeEnd(get func(key []byte) ([]byte, bool, error), processor, purpose string) (purposeEnd, error) {
+	val, found, err := get(endedKey(processor, purpose))
+	if err != nil || !found {
+		return purposeEnd{}, err
+	}
+	return decodeEnded(val)
 }
