@@ -3,16 +3,12 @@ package api
 import (
 	"context"
 	"log/slog"
-	"regexp"
 
 	"github.com/piledger/piledger/ledger"
 	"github.com/piledger/piledger/projections"
+	"github.com/piledger/piledger/projections/rules"
 	piledgerv1 "github.com/piledger/piledger/proto/piledger/v1"
 )
-
-// ruleNamePattern is the shape of a rule name, as the rule pack defines
-// them (projections/rules).
-var ruleNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // findingService implements piledgerv1.FindingServiceServer on ReadModels.
 // Who sees which findings is the policy table's business (authz.go): an
@@ -32,7 +28,7 @@ func (s *findingService) ListFindings(ctx context.Context, req *piledgerv1.ListF
 		Rule: req.GetRule(), Processor: req.GetProcessor(), Severity: req.GetSeverity(),
 		PageSize: int(req.GetPageSize()), PageToken: req.GetPageToken(), MinIndex: req.MinIndex,
 	}
-	if q.Rule != "" && !ruleNamePattern.MatchString(q.Rule) {
+	if q.Rule != "" && !rules.IsRuleName(q.Rule) {
 		v.add("rule", "must be a rule name of 1-63 characters from [a-z0-9-], starting with a letter or digit")
 	}
 	if q.Processor != "" && !ledger.IsIdentifier(q.Processor) {

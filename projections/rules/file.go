@@ -226,3 +226,7 @@ func (f *file) compileRule(r fileRule) (*compiledRule, error) {
 		ops: ops,
 	}, nil
 }
+
+// IsRuleName reports whether name has the form of a rule name: 1 to 63
+// characters from [a-z0-9-], starting with a letter or digit.
+func IsRuleName(name string) bool { return ruleNamePattern.MatchString(name) }
