@@ -224,6 +224,9 @@ func (fl *benchFlags) validate(cmd *cobra.Command) error {
 	if fl.natsURL == "" && (fl.natsCreds != "" || fl.natsUser != "") {
 		errs = append(errs, "--nats-creds and --nats-user need --nats-url")
 	}
+	if fl.processor != "" && !ledger.IsIdentifier(fl.processor) {
+		errs = append(errs, fmt.Sprintf("--processor %q: want an identifier of 1-128 characters from [a-z0-9._-]", fl.processor))
+	}
 	if fl.writers < 1 || fl.writers > benchMaxWriters {
 		errs = append(errs, fmt.Sprintf("--writers %d: want 1 to %d", fl.writers, benchMaxWriters))
 	}

@@ -243,6 +243,7 @@ func TestBenchUsage(t *testing.T) {
 		{[]string{"--duration", "0"}, "--duration must be positive", nil},
 		{[]string{"--embedded=false"}, "needs --server", nil},
 		{[]string{"--embedded", "--server", "127.0.0.1:7070"}, "exclude each other", nil},
+		{[]string{"--processor", "Not An ID"}, "--processor", nil},
 		{[]string{"--nats-url", "nats://127.0.0.1:4222"}, "apply to --server only", nil},
 		{[]string{"--server", "127.0.0.1:7070", "--nats-creds", "x.creds"}, "need --nats-url", nil},
 		{[]string{"--output", "yaml"}, "--output", nil},
