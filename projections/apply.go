@@ -208,15 +208,20 @@ func (t *txn) apply(e *piledgerv1.LogEntry, seen bool) error {
 	if sub.p, ok = pseudonymBytes(sub.pseudonym); !ok {
 		return fmt.Errorf("%w: envelope header holds a malformed pseudonym", ErrCorrupt)
 	}
-	key, err := t.s.keys.SealingKey(t.ctx, sub.pseudonym)
-	if errors.Is(err, crypto.ErrShredded) {
+	// The rows of an event are sealed under the key that sealed the event,
+	// not the subject's current key: an event read (decrypted) just before
+	// an erasure must not be written under the generation created after it,
+	// which the erasure does not destroy.
+	gen := h.GetKeyGeneration()
+	aead, err := t.s.keys.OpeningKey(t.ctx, sub.pseudonym, gen)
+	if errors.Is(err, crypto.ErrShredded) || errors.Is(err, crypto.ErrKeyNotFound) {
 		t.counts.Shredded++ // erased after the event was read: nothing to write
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("projections: subject key: %w", err)
 	}
-	sub.key = key
+	sub.key = crypto.SubjectKey{Generation: gen, AEAD: aead}
 	ev.SubjectRef = "" // the read models never keep the raw reference
 	if err := t.raiseEvent(e, &sub); err != nil {
 		return err

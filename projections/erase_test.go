@@ -2,9 +2,11 @@ package projections_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -138,5 +140,79 @@ func TestReadModelsShowErasures(t *testing.T) {
 	if e := dm.GetErasures(); len(e) != 2 || e[1].GetLogIndex() != res2.Receipt.GetIndex() || e[1].GetEventCount() != 1 ||
 		e[1].GetFirstIndex() != later[0].GetIndex() || e[1].GetGeneration() != 2 {
 		t.Fatalf("after the second erasure: %v", e)
+	}
+}
+
+// racingLog is the ledger with a hook that runs once, right after the
+// projector decrypted the first event of one subject and before it applies
+// it: the moment an erasure can slip in.
+type racingLog struct {
+	*ledger.Ledger
+	pseudonym string
+	once      sync.Once
+	hook      func()
+}
+
+func (r *racingLog) OpenEnvelope(ctx context.Context, env []byte) (*piledgerv1.LogEntry, error) {
+	e, err := r.Ledger.OpenEnvelope(ctx, env)
+	if err == nil && e.GetEvent() != nil && e.GetHeader().GetPseudonym() == r.pseudonym {
+		r.once.Do(r.hook)
+	}
+	return e, err
+}
+
+// TestEventReadBeforeErasureStaysErased: an event the projector decrypted
+// just before its subject was erased, and a new key generation was created
+// for a later event, is not written under the new generation, where it
+// would outlive the erasure.
+func TestEventReadBeforeErasureStaysErased(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node")
+	s := startLog(t, dir)
+	ctx := context.Background()
+	s.append(policeAccess("raced", "city-police", 2))
+	p := s.pseudonym("raced")
+	rl := &racingLog{Ledger: s.led, pseudonym: p}
+	rl.hook = func() {
+		if _, err := s.led.Erase(ctx, p, ledger.ErasureRequest{RequestedBy: "subject"}); err != nil {
+			t.Error(err)
+		}
+		s.append(marketingCollect("raced", "shop-9", 5)) // creates generation 2
+	}
+	store, err := projections.Open(projections.Config{Dir: filepath.Join(dir, "projections"), Now: s.clock.now}, rl, s.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- store.Run(runCtx) }()
+	defer func() {
+		cancel()
+		if err := errors.Join(<-done, store.Close()); err != nil {
+			t.Errorf("projector: %v", err)
+		}
+	}()
+	if err := store.Wait(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Wait(ctx, s.led.Size()-1); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := store.SubjectEvents(ctx, p, 10, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, se := range evs.GetSubjectEvents() {
+		if se.GetEvent().GetOperation() == piledgerv1.Operation_OPERATION_ACCESS {
+			t.Errorf("the erased access event is readable after the erasure: %v", se)
+		}
+	}
+	dm, err := store.DataMap(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range dm.GetHoldings() {
+		if h.GetProcessor() == "city-police" {
+			t.Errorf("the erased holding at city-police is readable after the erasure: %v", h)
+		}
 	}
 }
