@@ -1,11 +1,13 @@
 package ledger
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
@@ -19,17 +21,25 @@ import (
 //
 // Keys:
 //
-//	'e' + 16-byte event id      -> marshaled Receipt
+//	'a' "applied"               -> 8-byte last applied stream sequence
+//	'a' "next"                  -> 8-byte next log index
+//	'a' "stream"                -> the stream identity the index was built from
 //	'b' + 8-byte first index    -> 8-byte stream sequence of the block
-//	'm' "applied"               -> 8-byte last applied stream sequence
-//	'm' "next"                  -> 8-byte next log index
+//	'e' + 16-byte event id      -> marshaled Receipt
+//
+// Event-id keys sort last on purpose. Nearly every lookup is of a new id,
+// and ids are UUIDv7s, which grow with time: a new id sorts after every id
+// in the tables flushed before it, so Pebble skips those tables by their
+// bounds instead of opening each one to find the id absent. (Until 2026-11
+// the state keys used 'm', which made every table span every event id;
+// an index in that layout has no 'a' "stream" key and is rebuilt.)
 //
 // Nothing in it is personal data: event ids are emitter-chosen UUIDv7s and
 // receipts carry pseudonyms only.
 var (
-	keyApplied  = []byte("mapplied")
-	keyNext     = []byte("mnext")
-	keyIdentity = []byte("mstream")
+	keyApplied  = []byte("aapplied")
+	keyNext     = []byte("anext")
+	keyIdentity = []byte("astream")
 )
 
 // quietLogger drops Pebble's informational messages and keeps its errors.
@@ -66,11 +76,16 @@ type index struct {
 func openIndex(dir string) (*index, error) {
 	cache := pebble.NewCache(16 << 20)
 	defer cache.Unref()
-	db, err := pebble.Open(dir, &pebble.Options{
+	opts := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: 16 << 20,
 		Logger:       quietLogger{pebble.DefaultLogger},
-	})
+	}
+	// A lookup of a new event id that falls within a table's bounds (an
+	// emitter with a slow clock) is answered by its bloom filter without
+	// reading blocks.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open event-id index: %w", err)
 	}
@@ -214,9 +229,26 @@ func (x *index) apply(blocks []indexedBlock, onlyNew bool) error {
 	return nil
 }
 
-// reset deletes everything, for a rebuild.
+// reset deletes everything, for a rebuild. The range tombstone is compacted
+// away at once: a table holding it spans every key, and each lookup would
+// otherwise open that table (new ids would no longer skip old tables).
 func (x *index) reset() error {
-	if err := x.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.Sync); err != nil {
+	it, err := x.db.NewIter(nil)
+	if err != nil {
+		return fmt.Errorf("ledger: event-id index reset: %w", err)
+	}
+	empty := !it.First()
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return fmt.Errorf("ledger: event-id index reset: %w", err)
+	}
+	if empty {
+		return nil
+	}
+	lo, hi := []byte{0}, []byte{0xff}
+	if err := x.db.DeleteRange(lo, hi, pebble.Sync); err != nil {
+		return fmt.Errorf("ledger: event-id index reset: %w", err)
+	}
+	if err := x.db.Compact(context.Background(), lo, hi, false); err != nil {
 		return fmt.Errorf("ledger: event-id index reset: %w", err)
 	}
 	return nil

@@ -4,14 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -173,15 +171,41 @@ var opRules = func() map[piledgerv1.Operation]opRule {
 // form only, without piling up violations that depend on the operation.
 var anyRule = opRule{optional, optional, optional, optional, optional, optional, optional, optional, optional, false}
 
-var (
-	identifierPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
-	countryPattern    = regexp.MustCompile(`^[A-Z]{2}$`)
-	attrKeyPattern    = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-)
-
 // IsIdentifier reports whether s is a valid processor or system id: 1-128
 // characters from [a-z0-9._-], starting with a letter or digit.
-func IsIdentifier(s string) bool { return identifierPattern.MatchString(s) }
+func IsIdentifier(s string) bool {
+	if len(s) == 0 || len(s) > 128 || !isLowerAlnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isLowerAlnum(c) && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+
+// isCountryCode reports whether s has the form of an ISO 3166-1 alpha-2
+// code: two uppercase ASCII letters.
+func isCountryCode(s string) bool {
+	return len(s) == 2 && 'A' <= s[0] && s[0] <= 'Z' && 'A' <= s[1] && s[1] <= 'Z'
+}
+
+// isAttributeKey reports whether s is 1-64 characters from [A-Za-z0-9_.-].
+func isAttributeKey(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLowerAlnum(c) && !('A' <= c && c <= 'Z') && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidateBatch checks a batch of events against the event contract and the
 // default vocabulary, with now as the ledger's clock. It returns nil when
@@ -209,16 +233,17 @@ func ValidateBatch(events []*piledgerv1.Event, now time.Time, lim Limits) error 
 	v := validator{lim: lim, now: now, vocab: DefaultVocabulary()}
 	switch {
 	case len(events) == 0:
-		v.add("events", "must contain at least one event")
+		v.addBatch("must contain at least one event")
 	case len(events) > lim.MaxBatchEvents:
-		v.add("events", fmt.Sprintf("must contain at most %d events", lim.MaxBatchEvents))
+		v.addBatch(fmt.Sprintf("must contain at most %d events", lim.MaxBatchEvents))
 	default:
 		ids := make(map[string]int, len(events))
 		for i, e := range events {
 			if v.full {
 				break
 			}
-			v.event(i, e, ids)
+			v.ev = i
+			v.event(e, ids)
 		}
 	}
 	if len(v.vs) == 0 {
@@ -230,164 +255,184 @@ func ValidateBatch(events []*piledgerv1.Event, now time.Time, lim Limits) error 
 	return &InvalidEventError{Violations: v.vs}
 }
 
+// validator collects the violations of one batch. Fields are named relative
+// to the event being checked (ev) and turned into full paths only when a
+// violation is recorded: a valid event allocates no path strings.
 type validator struct {
 	lim   Limits
 	now   time.Time
 	vocab *Vocabulary
+	ev    int // index of the event being checked
 	vs    []FieldViolation
 	full  bool
 }
 
-// add records a violation. desc must never contain the field's value.
+// add records a violation on field of the current event ("" for the event
+// itself). desc must never contain the field's value.
 func (v *validator) add(field, desc string) {
+	path := fmt.Sprintf("events[%d]", v.ev)
+	if field != "" {
+		path += "." + field
+	}
+	v.addPath(path, desc)
+}
+
+// addBatch records a violation on the batch as a whole.
+func (v *validator) addBatch(desc string) { v.addPath("events", desc) }
+
+func (v *validator) addPath(path, desc string) {
 	if len(v.vs) >= maxViolations {
 		v.full = true
 		return
 	}
-	v.vs = append(v.vs, FieldViolation{Field: field, Description: desc})
+	v.vs = append(v.vs, FieldViolation{Field: path, Description: desc})
 }
 
-func (v *validator) event(i int, e *piledgerv1.Event, ids map[string]int) {
-	p := fmt.Sprintf("events[%d]", i)
+func (v *validator) event(e *piledgerv1.Event, ids map[string]int) {
 	if e == nil {
-		v.add(p, "must be set")
+		v.add("", "must be set")
 		return
 	}
 	if n := proto.Size(e); n > v.lim.MaxEventBytes {
-		v.add(p, fmt.Sprintf("must encode to at most %d bytes", v.lim.MaxEventBytes))
+		v.add("", fmt.Sprintf("must encode to at most %d bytes", v.lim.MaxEventBytes))
 		return
 	}
 	if hasUnknownFields(e.ProtoReflect()) {
-		v.add(p, "carries fields unknown to this version of the event contract")
+		v.add("", "carries fields unknown to this version of the event contract")
 	}
 
 	switch id := e.GetEventId(); {
 	case id == "":
-		v.add(p+".eventId", "is required")
+		v.add("eventId", "is required")
 	case !isCanonicalUUIDv7(id):
-		v.add(p+".eventId", "must be a UUIDv7 in canonical form (lowercase hex, 8-4-4-4-12)")
+		v.add("eventId", "must be a UUIDv7 in canonical form (lowercase hex, 8-4-4-4-12)")
 	default:
 		if j, dup := ids[id]; dup {
-			v.add(p+".eventId", fmt.Sprintf("duplicates events[%d].eventId", j))
+			v.add("eventId", fmt.Sprintf("duplicates events[%d].eventId", j))
 		} else {
-			ids[id] = i
+			ids[id] = v.ev
 		}
 	}
 
 	op := e.GetOperation()
 	rule, opOK := opRules[op]
 	if !opOK {
-		v.add(p+".operation", "must be a known operation other than OPERATION_UNSPECIFIED")
+		v.add("operation", "must be a known operation other than OPERATION_UNSPECIFIED")
 		rule = anyRule
 	}
-	opName := op.String()
 
 	// present checks a field's presence against the rule and reports
 	// whether its content should be checked.
 	present := func(field string, set bool, pr presence) bool {
 		switch {
 		case pr == required && !set:
-			v.add(field, "is required for "+opName)
+			v.add(field, "is required for "+op.String())
 		case pr == forbidden && set:
-			v.add(field, "must not be set: it does not apply to "+opName)
+			v.add(field, "must not be set: it does not apply to "+op.String())
 			return false
 		}
 		return set
 	}
 
-	if present(p+".subjectRef", e.GetSubjectRef() != "", rule.subjectRef) {
-		v.text(p+".subjectRef", e.GetSubjectRef(), v.lim.MaxRefBytes)
+	if present("subjectRef", e.GetSubjectRef() != "", rule.subjectRef) {
+		v.text("subjectRef", e.GetSubjectRef(), v.lim.MaxRefBytes)
 	}
 
 	var occurred time.Time // zero unless occurredAt is valid
 	switch ts := e.GetOccurredAt(); {
 	case ts == nil:
-		v.add(p+".occurredAt", "is required")
+		v.add("occurredAt", "is required")
 	case ts.CheckValid() != nil:
-		v.add(p+".occurredAt", "must be a valid timestamp")
+		v.add("occurredAt", "must be a valid timestamp")
 	case ts.AsTime().After(v.now.Add(v.lim.MaxFutureSkew)):
-		v.add(p+".occurredAt", fmt.Sprintf("must not be more than %s ahead of the ledger's clock", v.lim.MaxFutureSkew))
+		v.add("occurredAt", fmt.Sprintf("must not be more than %s ahead of the ledger's clock", v.lim.MaxFutureSkew))
 	case ts.AsTime().Before(v.lim.EarliestOccurredAt):
-		v.add(p+".occurredAt", "must not be before "+v.lim.EarliestOccurredAt.UTC().Format(time.RFC3339))
+		v.add("occurredAt", "must not be before "+v.lim.EarliestOccurredAt.UTC().Format(time.RFC3339))
 	default:
 		occurred = ts.AsTime()
 	}
 
 	if e.GetProcessor() == "" {
-		v.add(p+".processor", "is required")
+		v.add("processor", "is required")
 	} else {
-		v.identifier(p+".processor", e.GetProcessor())
+		v.identifier("processor", e.GetProcessor())
 	}
 	if e.GetSystem() != "" {
-		v.identifier(p+".system", e.GetSystem())
+		v.identifier("system", e.GetSystem())
 	}
 
-	if cats := e.GetDataCategories(); present(p+".dataCategories", len(cats) > 0, rule.categories) {
-		v.categories(p+".dataCategories", cats)
+	if cats := e.GetDataCategories(); present("dataCategories", len(cats) > 0, rule.categories) {
+		v.categories(cats)
 	}
-	if present(p+".purpose", e.GetPurpose() != "", rule.purpose) {
-		v.purpose(p+".purpose", e.GetPurpose())
+	if present("purpose", e.GetPurpose() != "", rule.purpose) {
+		v.purpose("purpose", e.GetPurpose())
 	}
-	if present(p+".legalBasis", e.GetLegalBasis() != "", rule.legalBasis) {
+	if present("legalBasis", e.GetLegalBasis() != "", rule.legalBasis) {
 		if _, ok := v.vocab.LegalBasis(e.GetLegalBasis()); !ok {
-			v.add(p+".legalBasis", "must be a legal basis of the vocabulary (PIPL Art. 13)")
+			v.add("legalBasis", "must be a legal basis of the vocabulary (PIPL Art. 13)")
 		}
 	}
-	if c := e.GetConsent(); present(p+".consent", c != nil, rule.consent) && c.GetReference() != "" {
-		v.text(p+".consent.reference", c.GetReference(), v.lim.MaxRefBytes)
+	if c := e.GetConsent(); present("consent", c != nil, rule.consent) && c.GetReference() != "" {
+		v.text("consent.reference", c.GetReference(), v.lim.MaxRefBytes)
 	}
-	if present(p+".retention", e.GetRetention() != nil, rule.retention) {
-		v.retention(p+".retention", e.GetRetention(), occurred)
+	if present("retention", e.GetRetention() != nil, rule.retention) {
+		v.retention(e.GetRetention(), occurred)
 	}
-	if present(p+".recipient", e.GetRecipient() != nil, rule.recipient) {
-		v.recipient(p+".recipient", e.GetRecipient(), rule.countryRequired, opName)
+	if present("recipient", e.GetRecipient() != nil, rule.recipient) {
+		v.recipient(e.GetRecipient(), rule.countryRequired, op)
 	}
-	if present(p+".place", e.GetPlace() != nil, rule.place) {
-		v.place(p+".place", e.GetPlace())
+	if present("place", e.GetPlace() != nil, rule.place) {
+		v.place(e.GetPlace())
 	}
-	if present(p+".access", e.GetAccess() != nil, rule.access) {
-		v.access(p+".access", e.GetAccess())
+	if present("access", e.GetAccess() != nil, rule.access) {
+		v.access(e.GetAccess())
 	}
-	v.attributes(p+".attributes", e.GetAttributes())
+	v.attributes(e.GetAttributes())
 }
 
 // text checks a free-text field: at most max bytes of valid UTF-8 without
 // control characters.
 func (v *validator) text(field, s string, max int) {
+	if desc := textProblem(s, max); desc != "" {
+		v.add(field, desc)
+	}
+}
+
+// textProblem describes what is wrong with a free-text value, or returns "".
+func textProblem(s string, max int) string {
 	switch {
 	case len(s) > max:
-		v.add(field, fmt.Sprintf("must be at most %d bytes", max))
+		return fmt.Sprintf("must be at most %d bytes", max)
 	case !utf8.ValidString(s):
-		v.add(field, "must be valid UTF-8")
+		return "must be valid UTF-8"
 	case strings.ContainsFunc(s, unicode.IsControl):
-		v.add(field, "must not contain control characters")
+		return "must not contain control characters"
 	}
+	return ""
 }
 
 // identifier checks a processor or system id.
 func (v *validator) identifier(field, s string) {
-	if !identifierPattern.MatchString(s) {
+	if !IsIdentifier(s) {
 		v.add(field, "must be an identifier of 1-128 characters from [a-z0-9._-], starting with a letter or digit")
 	}
 }
 
-func (v *validator) categories(field string, cats []string) {
+func (v *validator) categories(cats []string) {
 	if len(cats) > v.lim.MaxCategories {
-		v.add(field, fmt.Sprintf("must have at most %d entries", v.lim.MaxCategories))
+		v.add("dataCategories", fmt.Sprintf("must have at most %d entries", v.lim.MaxCategories))
 		return
 	}
-	seen := make(map[string]int, len(cats))
 	for j, c := range cats {
-		fj := fmt.Sprintf("%s[%d]", field, j)
 		if _, ok := v.vocab.Category(c); !ok {
-			v.add(fj, "must be a data category of the vocabulary or an extension term x-<namespace>.<term>")
+			v.add(fmt.Sprintf("dataCategories[%d]", j), "must be a data category of the vocabulary or an extension term x-<namespace>.<term>")
 			continue
 		}
-		if k, dup := seen[c]; dup {
-			v.add(fj, fmt.Sprintf("duplicates dataCategories[%d]", k))
-			continue
+		// At most MaxCategories (a few dozen) entries: a quadratic scan
+		// beats a map.
+		if k := slices.Index(cats[:j], c); k >= 0 {
+			v.add(fmt.Sprintf("dataCategories[%d]", j), fmt.Sprintf("duplicates dataCategories[%d]", k))
 		}
-		seen[c] = j
 	}
 }
 
@@ -397,32 +442,32 @@ func (v *validator) purpose(field, id string) {
 	}
 }
 
-func (v *validator) retention(p string, r *piledgerv1.Retention, occurred time.Time) {
+func (v *validator) retention(r *piledgerv1.Retention, occurred time.Time) {
 	if r.GetKeepFor() == nil && r.GetKeepUntil() == nil && r.GetMinimum() == nil && r.GetUntilPurposeEnds() == "" {
-		v.add(p, "must set at least one of keepFor, keepUntil, minimum and untilPurposeEnds")
+		v.add("retention", "must set at least one of keepFor, keepUntil, minimum and untilPurposeEnds")
 		return
 	}
-	keepFor, keepForOK := v.duration(p+".keepFor", r.GetKeepFor())
-	minimum, minimumOK := v.duration(p+".minimum", r.GetMinimum())
+	keepFor, keepForOK := v.duration("retention.keepFor", r.GetKeepFor())
+	minimum, minimumOK := v.duration("retention.minimum", r.GetMinimum())
 	if keepForOK && minimumOK && minimum > keepFor {
-		v.add(p+".minimum", "must not exceed keepFor")
+		v.add("retention.minimum", "must not exceed keepFor")
 	}
 	if ku := r.GetKeepUntil(); ku != nil {
 		switch {
 		case r.GetKeepFor() != nil:
-			v.add(p+".keepUntil", "must not be set together with keepFor")
+			v.add("retention.keepUntil", "must not be set together with keepFor")
 		case ku.CheckValid() != nil:
-			v.add(p+".keepUntil", "must be a valid timestamp")
+			v.add("retention.keepUntil", "must be a valid timestamp")
 		case occurred.IsZero():
 			// Nothing to compare with; occurredAt's violation is reported.
 		case ku.AsTime().Before(occurred):
-			v.add(p+".keepUntil", "must not be before occurredAt")
+			v.add("retention.keepUntil", "must not be before occurredAt")
 		case minimumOK && ku.AsTime().Before(occurred.Add(minimum)):
-			v.add(p+".minimum", "must not exceed the time from occurredAt to keepUntil")
+			v.add("retention.minimum", "must not exceed the time from occurredAt to keepUntil")
 		}
 	}
 	if r.GetUntilPurposeEnds() != "" {
-		v.purpose(p+".untilPurposeEnds", r.GetUntilPurposeEnds())
+		v.purpose("retention.untilPurposeEnds", r.GetUntilPurposeEnds())
 	}
 }
 
@@ -444,94 +489,124 @@ func (v *validator) duration(field string, d *durationpb.Duration) (time.Duratio
 	return 0, false
 }
 
-func (v *validator) recipient(p string, r *piledgerv1.Recipient, countryRequired bool, opName string) {
+func (v *validator) recipient(r *piledgerv1.Recipient, countryRequired bool, op piledgerv1.Operation) {
 	if r.GetProcessor() == "" {
-		v.add(p+".processor", "is required")
+		v.add("recipient.processor", "is required")
 	} else {
-		v.identifier(p+".processor", r.GetProcessor())
+		v.identifier("recipient.processor", r.GetProcessor())
 	}
 	switch c := r.GetCountry(); {
 	case c == "" && countryRequired:
-		v.add(p+".country", "is required for "+opName)
-	case c != "" && !countryPattern.MatchString(c):
-		v.add(p+".country", "must be an ISO 3166-1 alpha-2 code (two uppercase letters)")
+		v.add("recipient.country", "is required for "+op.String())
+	case c != "" && !isCountryCode(c):
+		v.add("recipient.country", "must be an ISO 3166-1 alpha-2 code (two uppercase letters)")
 	}
 	if r.GetSystem() != "" {
-		v.identifier(p+".system", r.GetSystem())
+		v.identifier("recipient.system", r.GetSystem())
 	}
 }
 
-func (v *validator) place(p string, pl *piledgerv1.Place) {
+func (v *validator) place(pl *piledgerv1.Place) {
 	if pl.GetKind() == "" {
-		v.add(p+".kind", "is required")
+		v.add("place.kind", "is required")
 	} else if _, ok := v.vocab.PlaceKind(pl.GetKind()); !ok {
-		v.add(p+".kind", "must be a place kind of the vocabulary")
+		v.add("place.kind", "must be a place kind of the vocabulary")
 	}
 	if pl.GetNoticeSignRef() != "" {
-		v.text(p+".noticeSignRef", pl.GetNoticeSignRef(), v.lim.MaxRefBytes)
+		v.text("place.noticeSignRef", pl.GetNoticeSignRef(), v.lim.MaxRefBytes)
 	}
 	if pl.GetLocationRef() != "" {
-		v.text(p+".locationRef", pl.GetLocationRef(), v.lim.MaxRefBytes)
+		v.text("place.locationRef", pl.GetLocationRef(), v.lim.MaxRefBytes)
 	}
 }
 
-func (v *validator) access(p string, a *piledgerv1.Access) {
+func (v *validator) access(a *piledgerv1.Access) {
 	if a.GetActor() == "" {
-		v.add(p+".actor", "is required")
+		v.add("access.actor", "is required")
 	} else {
-		v.text(p+".actor", a.GetActor(), v.lim.MaxRefBytes)
+		v.text("access.actor", a.GetActor(), v.lim.MaxRefBytes)
 	}
 	// An access without a reason is well-formed and recorded: leaving the
 	// reason out breaks a rule (a finding), and rejecting the event would
 	// lose the trace the rule asks for.
 	if a.GetReason() != "" {
-		v.text(p+".reason", a.GetReason(), v.lim.MaxReasonBytes)
+		v.text("access.reason", a.GetReason(), v.lim.MaxReasonBytes)
 	}
 	if _, ok := piledgerv1.AccessKind_name[int32(a.GetKind())]; !ok {
-		v.add(p+".kind", "must be a known access kind")
+		v.add("access.kind", "must be a known access kind")
 	}
 }
 
-func (v *validator) attributes(p string, attrs map[string]string) {
+// attributes checks the free-form attributes. Violations are reported in
+// key order; valid attributes are checked without sorting.
+func (v *validator) attributes(attrs map[string]string) {
 	if len(attrs) > v.lim.MaxAttributes {
-		v.add(p, fmt.Sprintf("must have at most %d entries", v.lim.MaxAttributes))
+		v.add("attributes", fmt.Sprintf("must have at most %d entries", v.lim.MaxAttributes))
+		return
+	}
+	valid := true
+	for k, val := range attrs {
+		if !isAttributeKey(k) || textProblem(val, v.lim.MaxAttributeValueBytes) != "" {
+			valid = false
+			break
+		}
+	}
+	if valid {
 		return
 	}
 	badKeys := 0
 	for _, k := range slices.Sorted(maps.Keys(attrs)) {
-		if !attrKeyPattern.MatchString(k) {
+		if !isAttributeKey(k) {
 			badKeys++ // a bad key may be personal data: keep it out of the path
 			continue
 		}
-		v.text(p+"."+k, attrs[k], v.lim.MaxAttributeValueBytes)
+		v.text("attributes."+k, attrs[k], v.lim.MaxAttributeValueBytes)
 	}
 	if badKeys > 0 {
-		v.add(p, fmt.Sprintf("has %d key(s) that are not 1-64 characters from [A-Za-z0-9_.-]", badKeys))
+		v.add("attributes", fmt.Sprintf("has %d key(s) that are not 1-64 characters from [A-Za-z0-9_.-]", badKeys))
 	}
 }
 
 // isCanonicalUUIDv7 reports whether s is an RFC 9562 version 7 UUID in
-// canonical form: 36 characters, lowercase hex, hyphens at 8-4-4-4-12.
+// canonical form: 36 characters, lowercase hex, hyphens at 8-4-4-4-12, the
+// version digit 7 and the RFC 9562 variant (10xx).
 func isCanonicalUUIDv7(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
-	u, err := uuid.Parse(s)
-	return err == nil && u.Version() == 7 && u.Variant() == uuid.RFC4122 && u.String() == s
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return s[14] == '7' && strings.IndexByte("89ab", s[19]) >= 0
 }
 
 // hasUnknownFields reports whether m or a message in it carries fields this
-// version of the contract does not define (possible in binary input).
+// version of the contract does not define (possible in binary input). Only
+// singular message fields can nest: the contract has no repeated or map
+// fields of messages.
 func hasUnknownFields(m protoreflect.Message) bool {
 	if len(m.GetUnknown()) > 0 {
 		return true
 	}
-	found := false
-	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-		if fd.Message() != nil && !fd.IsList() && !fd.IsMap() && hasUnknownFields(val.Message()) {
-			found = true
+	fields := m.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if fd.Kind() != protoreflect.MessageKind || fd.IsList() || fd.IsMap() || !m.Has(fd) {
+			continue
 		}
-		return !found
-	})
-	return found
+		if hasUnknownFields(m.Get(fd).Message()) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,8 @@ package ledger
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -571,4 +573,50 @@ func FuzzValidateBatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFormChecksMatchTheirGrammar checks the hand-written form checks
+// against the regular expressions that state their grammar, on edge cases
+// and on random strings over the relevant alphabets.
+func TestFormChecksMatchTheirGrammar(t *testing.T) {
+	checks := []struct {
+		name    string
+		check   func(string) bool
+		grammar *regexp.Regexp
+		alpha   string
+		maxLen  int
+	}{
+		{"IsIdentifier", IsIdentifier, regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`), "az09._-A\n é", 130},
+		{"isCountryCode", isCountryCode, regexp.MustCompile(`^[A-Z]{2}$`), "AZaz0 ", 3},
+		{"isAttributeKey", isAttributeKey, regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`), "aZ09_.- /\x00é", 66},
+		{"isCanonicalUUIDv7", isCanonicalUUIDv7, regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`), "", 0},
+	}
+	edge := []string{"", "a", "-a", ".a", "_a", "a-", "A", "aa", "AA", "ZZ", "A1", "0", "a b", "a\n", "é",
+		strings.Repeat("a", 64), strings.Repeat("a", 65), strings.Repeat("a", 128), strings.Repeat("a", 129),
+		"0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6b", "0190A3C4-5B6D-7E8F-9A0B-1C2D3E4F5A6B", "0190a3c4-5b6d-4e8f-9a0b-1c2d3e4f5a6b",
+		"0190a3c4-5b6d-7e8f-ca0b-1c2d3e4f5a6b", "0190a3c45b6d7e8f9a0b1c2d3e4f5a6b", "0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6bb",
+		"{0190a3c4-5b6d-7e8f-9a0b-1c2d3e4f5a6}"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, c := range checks {
+		inputs := slices.Clone(edge)
+		for range 20000 {
+			if c.alpha == "" { // UUIDs: mutate one character of a valid id
+				b := []byte(uuid.Must(uuid.NewV7()).String())
+				b[rng.IntN(len(b))] = "0123456789abcdefABCDEF-7g"[rng.IntN(25)]
+				inputs = append(inputs, string(b))
+				continue
+			}
+			r := []rune(c.alpha)
+			var sb strings.Builder
+			for range rng.IntN(c.maxLen + 1) {
+				sb.WriteRune(r[rng.IntN(len(r))])
+			}
+			inputs = append(inputs, sb.String())
+		}
+		for _, in := range inputs {
+			if got, want := c.check(in), c.grammar.MatchString(in); got != want {
+				t.Errorf("%s(%q) = %v, grammar says %v", c.name, in, got, want)
+			}
+		}
+	}
 }
