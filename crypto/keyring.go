@@ -15,6 +15,7 @@ import (
 	"github.com/tink-crypto/tink-go/v2/aead"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"github.com/tink-crypto/tink-go/v2/tink"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/proto"
 
@@ -167,6 +168,7 @@ type Keyring struct {
 	rotated     string     // <prefix>.keys.rotated
 	rotateMu    sync.Mutex // serializes Rotate
 
+	writer    *keyWriter
 	follower  jetstream.MessagesContext
 	done      chan struct{} // closed when follow returns
 	closeOnce sync.Once
@@ -234,6 +236,7 @@ func OpenKeyring(ctx context.Context, js jetstream.JetStream, kek KEK, cfg Keyri
 		advanced:    make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	k.writer = newKeyWriter(js, cfg.StreamName, k.subjectKeys, stream.CachedInfo().Config.AllowAtomicPublish)
 	cons, err := js.OrderedConsumer(ctx, cfg.StreamName, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   applied + 1,
@@ -242,6 +245,7 @@ func OpenKeyring(ctx context.Context, js jetstream.JetStream, kek KEK, cfg Keyri
 		k.follower, err = cons.Messages()
 	}
 	if err != nil {
+		k.writer.close()
 		idx.close()
 		return nil, fmt.Errorf("crypto: follow key stream: %w", err)
 	}
@@ -268,6 +272,7 @@ func streamIdentity(info *jetstream.StreamInfo) []byte {
 // Calls after the first return its result.
 func (k *Keyring) Close() error {
 	k.closeOnce.Do(func() {
+		k.writer.close()
 		k.follower.Stop()
 		<-k.done
 		k.closeErr = k.idx.close()
@@ -314,6 +319,59 @@ func (k *Keyring) SealingKey(ctx context.Context, pseudonym string) (SubjectKey,
 	return v.(SubjectKey), nil
 }
 
+// SealingKeys is SealingKey for many subjects at once: keys[i] is the key
+// of pseudonyms[i]. Missing keys are created concurrently, so that the key
+// stream stores them together (see keyWriter) instead of one fsync after
+// another. On error no key is returned; keys created before it stay in the
+// key stream and are used by later calls.
+func (k *Keyring) SealingKeys(ctx context.Context, pseudonyms []string) ([]SubjectKey, error) {
+	keys := make([]SubjectKey, len(pseudonyms))
+	var missing map[string][]int // pseudonym → positions in pseudonyms
+	for i, p := range pseudonyms {
+		if sk, ok := k.cache.Get(p); ok {
+			keys[i] = sk
+			continue
+		}
+		if missing == nil {
+			missing = make(map[string][]int)
+		}
+		missing[p] = append(missing[p], i)
+	}
+	switch len(missing) {
+	case 0:
+		return keys, nil
+	case 1:
+		for p, at := range missing {
+			sk, err := k.SealingKey(ctx, p)
+			if err != nil {
+				return nil, err
+			}
+			for _, i := range at {
+				keys[i] = sk
+			}
+		}
+		return keys, nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(maxKeyBatch)
+	for p, at := range missing {
+		g.Go(func() error {
+			sk, err := k.SealingKey(gctx, p)
+			if err != nil {
+				return err
+			}
+			for _, i := range at {
+				keys[i] = sk // distinct positions per goroutine
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
 func (k *Keyring) sealingKey(ctx context.Context, pseudonym string) (SubjectKey, error) {
 	if sk, ok := k.cache.Peek(pseudonym); ok {
 		return sk, nil // loaded by a flight that ended while this one was starting
@@ -321,7 +379,15 @@ func (k *Keyring) sealingKey(ctx context.Context, pseudonym string) (SubjectKey,
 	// An erasure applied between the lookup and caching makes the loaded key
 	// stale: look again (the next lookup sees the tombstone).
 	for attempt := 0; ; attempt++ {
-		gen, seq, err := k.lookup(ctx, pseudonym, 0)
+		// Only the local index is asked, with no round trip to the server
+		// for every new subject: a key another node created moments ago and
+		// this node has not followed yet is found by create, which reads the
+		// stream up to its own key and keeps the first (the cost is one
+		// unused key message).
+		gen, seq, found, err := k.idx.find(pseudonym, 0)
+		if err == nil && !found {
+			err = fmt.Errorf("%w: no key yet", ErrKeyNotFound)
+		}
 		var a tink.AEAD
 		switch {
 		case errors.Is(err, ErrKeyNotFound):
@@ -439,12 +505,12 @@ func (k *Keyring) create(ctx context.Context, pseudonym string, gen uint32) (tin
 	if err != nil {
 		return nil, err
 	}
-	ack, err := k.js.Publish(ctx, k.subjectKeys, data, jetstream.WithExpectStream(k.cfg.StreamName))
+	stored, err := k.writer.write(ctx, data)
 	if err != nil {
-		return nil, fmt.Errorf("crypto: store subject key: %w", err)
+		return nil, err
 	}
 	// The first key in stream order wins: read up to ours to see which it is.
-	if err := k.waitApplied(ctx, ack.Sequence, 0); err != nil {
+	if err := k.waitApplied(ctx, stored, 0); err != nil {
 		return nil, err
 	}
 	_, seq, ok, err := k.idx.find(pseudonym, gen)
@@ -454,7 +520,7 @@ func (k *Keyring) create(ctx context.Context, pseudonym string, gen uint32) (tin
 	if !ok {
 		return nil, fmt.Errorf("%w: generation %d gone from the key stream", ErrShredded, gen)
 	}
-	if seq != ack.Sequence {
+	if seq != stored {
 		return k.load(ctx, pseudonym, gen, seq)
 	}
 	a, err := aead.New(h)

@@ -41,6 +41,8 @@ func keyStreamConfig(cfg KeyringConfig) jetstream.StreamConfig {
 		AllowRollup:       false,
 		Compression:       jetstream.NoCompression,
 		AllowDirect:       true,
+		// New keys are group-committed as atomic batches (keyWriter).
+		AllowAtomicPublish: true,
 	}
 }
 
@@ -92,6 +94,15 @@ func ensureKeyStream(ctx context.Context, js jetstream.JetStream, cfg KeyringCon
 	}
 	if err := checkKeyStream(s.CachedInfo().Config, cfg); err != nil {
 		return nil, err
+	}
+	if c := s.CachedInfo().Config; !c.AllowAtomicPublish {
+		// A stream created before keys were batched: allow atomic batches.
+		// A server too old for them (before 2.12) refuses, and the keyring
+		// writes keys one by one.
+		c.AllowAtomicPublish = true
+		if updated, err := js.UpdateStream(ctx, c); err == nil {
+			s = updated
+		}
 	}
 	return s, nil
 }

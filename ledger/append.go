@@ -170,9 +170,16 @@ func (l *Ledger) tryAppend(ctx context.Context, events []*piledgerv1.Event, now 
 	l.fence.rlock(req.fenced)
 	release = func() { l.ids.release(req); l.fence.runlock(req.fenced) }
 
+	// Keys of new subjects are created together: one write to the key
+	// stream for all of them.
+	keys, err := l.keys.SealingKeys(ctx, pseudonyms)
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("ledger: subject key: %w", err)
+	}
 	req.events = make([]sealed, 0, len(fresh))
 	for k, i := range fresh {
-		s, err := seal(ctx, l.keys, events[i], pseudonyms[k], now)
+		s, err := seal(keys[k], events[i], pseudonyms[k], now)
 		if err != nil {
 			release()
 			return nil, nil, err

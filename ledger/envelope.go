@@ -25,16 +25,12 @@ type sealed struct {
 	envelope []byte
 }
 
-// seal encrypts ev under the current key of its subject, whose pseudonym is
-// given ("" for a subjectless event). The clear header holds only the event
-// id, pseudonym, operation, processor, recording time and key generation; it
-// is the AEAD's associated data, so a ciphertext moved to another header
-// (another event, another subject) does not decrypt.
-func seal(ctx context.Context, keys *crypto.Keyring, ev *piledgerv1.Event, pseudonym string, recordedAt time.Time) (sealed, error) {
-	key, err := keys.SealingKey(ctx, pseudonym)
-	if err != nil {
-		return sealed{}, fmt.Errorf("ledger: subject key: %w", err)
-	}
+// seal encrypts ev under key, the current key of its subject, whose
+// pseudonym is given ("" for a subjectless event). The clear header holds
+// only the event id, pseudonym, operation, processor, recording time and key
+// generation; it is the AEAD's associated data, so a ciphertext moved to
+// another header (another event, another subject) does not decrypt.
+func seal(key crypto.SubjectKey, ev *piledgerv1.Event, pseudonym string, recordedAt time.Time) (sealed, error) {
 	header := &piledgerv1.EnvelopeHeader{
 		Version:       envelopeVersion,
 		EventId:       ev.GetEventId(),
