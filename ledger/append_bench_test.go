@@ -50,8 +50,12 @@ func BenchmarkAppend(b *testing.B) {
 			ctx := context.Background()
 			// Create every subject's key first: a steady-state ledger
 			// mostly sees subjects it already knows.
-			for i := 0; i < benchSubjects; i++ {
-				if _, err := n.keys.SealingKey(ctx, n.keys.Pseudonym(benchRef(i))); err != nil {
+			ps := make([]string, benchSubjects)
+			for i := range ps {
+				ps[i] = n.keys.Pseudonym(benchRef(i))
+			}
+			for chunk := range slices.Chunk(ps, 1000) {
+				if _, err := n.keys.SealingKeys(ctx, chunk); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -93,6 +97,60 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendFirstContact appends events of subjects the ledger has
+// never seen, so every event also creates its subject's key: a camera at a
+// busy gate. Callers × events per call; the baseline is raw JetStream with
+// fsync before every acknowledgement, one message per event (what storing
+// one key message per new subject would cost without group commit).
+func BenchmarkAppendFirstContact(b *testing.B) {
+	for _, shape := range []struct{ callers, batch int }{{64, 1}, {8, 64}} {
+		b.Run(fmt.Sprintf("callers=%d/batch=%d", shape.callers, shape.batch), func(b *testing.B) {
+			n := startNode(b, filepath.Join(b.TempDir(), "node"))
+			ctx := context.Background()
+			raw := rawSyncRate(b)
+			refs := make([]string, b.N)
+			for i := range refs {
+				refs[i] = fmt.Sprintf("visitor-%d-%d", b.N, i)
+			}
+			var next atomic.Int64
+			lat := make([][]time.Duration, shape.callers)
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for c := range shape.callers {
+				wg.Go(func() {
+					for {
+						end := int(next.Add(int64(shape.batch)))
+						first := end - shape.batch
+						if first >= b.N {
+							return
+						}
+						evs := make([]*piledgerv1.Event, 0, shape.batch)
+						for _, ref := range refs[first:min(end, b.N)] {
+							evs = append(evs, collectFace(ref))
+						}
+						t0 := time.Now()
+						if _, err := n.l.Append(ctx, evs); err != nil {
+							b.Error(err)
+							return
+						}
+						lat[c] = append(lat[c], time.Since(t0))
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			rate := float64(b.N) / elapsed.Seconds()
+			all := slices.Concat(lat...)
+			b.ReportMetric(rate, "events/s")
+			b.ReportMetric(percentile(all, 0.50), "p50-ms")
+			b.ReportMetric(percentile(all, 0.99), "p99-ms")
+			b.ReportMetric(rate/raw, "x-raw-fsync")
+		})
+	}
+}
+
 // BenchmarkRawJetStream publishes the envelope bytes of one sealed event,
 // one message per event, straight to JetStream: with fsync before every
 // acknowledgement (SyncAlways, as the ledger runs) and with the default sync
@@ -130,6 +188,25 @@ func rawAsyncRate(b *testing.B) float64 {
 		rawRate = count / time.Since(start).Seconds()
 	})
 	return rawRate
+}
+
+var (
+	rawSyncOnce sync.Once
+	rawSync     float64
+)
+
+// rawSyncRate measures, once per run, raw async publishing of envelope
+// bytes with fsync before every acknowledgement, in events/s.
+func rawSyncRate(b *testing.B) float64 {
+	rawSyncOnce.Do(func() {
+		payload := envelopeBytes(b)
+		js := rawServer(b, true)
+		const count = 20_000
+		start := time.Now()
+		publishAsync(b, js, payload, count)
+		rawSync = count / time.Since(start).Seconds()
+	})
+	return rawSync
 }
 
 func publishAsync(b *testing.B, js jetstream.JetStream, payload []byte, count int) {
