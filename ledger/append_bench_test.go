@@ -47,7 +47,6 @@ func BenchmarkAppend(b *testing.B) {
 	for _, callers := range []int{1, 16, 64, 128, 512} {
 		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
 			n := startNode(b, filepath.Join(b.TempDir(), "node"))
-			ctx := context.Background()
 			// Create every subject's key first: a steady-state ledger
 			// mostly sees subjects it already knows.
 			ps := make([]string, benchSubjects)
@@ -55,43 +54,12 @@ func BenchmarkAppend(b *testing.B) {
 				ps[i] = n.keys.Pseudonym(benchRef(i))
 			}
 			for chunk := range slices.Chunk(ps, 1000) {
-				if _, err := n.keys.SealingKeys(ctx, chunk); err != nil {
+				if _, err := n.keys.SealingKeys(context.Background(), chunk); err != nil {
 					b.Fatal(err)
 				}
 			}
-			raw := rawAsyncRate(b)
-			var next atomic.Int64
-			lat := make([][]time.Duration, callers)
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for c := 0; c < callers; c++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						i := next.Add(1)
-						if i > int64(b.N) {
-							return
-						}
-						ev := collectFace(benchRef(int(i)))
-						t0 := time.Now()
-						if _, err := n.l.Append(ctx, []*piledgerv1.Event{ev}); err != nil {
-							b.Error(err)
-							return
-						}
-						lat[c] = append(lat[c], time.Since(t0))
-					}
-				}()
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			rate := float64(b.N) / elapsed.Seconds()
-			all := slices.Concat(lat...)
-			b.ReportMetric(rate, "events/s")
-			b.ReportMetric(percentile(all, 0.50), "p50-ms")
-			b.ReportMetric(percentile(all, 0.99), "p99-ms")
+			raw := rawPublishRate(b, false)
+			rate := driveAppends(b, n, callers, 1, func(i int) *piledgerv1.Event { return collectFace(benchRef(i)) })
 			b.ReportMetric(rate/raw, "x-raw-async")
 		})
 	}
@@ -106,49 +74,56 @@ func BenchmarkAppendFirstContact(b *testing.B) {
 	for _, shape := range []struct{ callers, batch int }{{64, 1}, {8, 64}} {
 		b.Run(fmt.Sprintf("callers=%d/batch=%d", shape.callers, shape.batch), func(b *testing.B) {
 			n := startNode(b, filepath.Join(b.TempDir(), "node"))
-			ctx := context.Background()
-			raw := rawSyncRate(b)
+			raw := rawPublishRate(b, true)
 			refs := make([]string, b.N)
 			for i := range refs {
 				refs[i] = fmt.Sprintf("visitor-%d-%d", b.N, i)
 			}
-			var next atomic.Int64
-			lat := make([][]time.Duration, shape.callers)
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for c := range shape.callers {
-				wg.Go(func() {
-					for {
-						end := int(next.Add(int64(shape.batch)))
-						first := end - shape.batch
-						if first >= b.N {
-							return
-						}
-						evs := make([]*piledgerv1.Event, 0, shape.batch)
-						for _, ref := range refs[first:min(end, b.N)] {
-							evs = append(evs, collectFace(ref))
-						}
-						t0 := time.Now()
-						if _, err := n.l.Append(ctx, evs); err != nil {
-							b.Error(err)
-							return
-						}
-						lat[c] = append(lat[c], time.Since(t0))
-					}
-				})
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			rate := float64(b.N) / elapsed.Seconds()
-			all := slices.Concat(lat...)
-			b.ReportMetric(rate, "events/s")
-			b.ReportMetric(percentile(all, 0.50), "p50-ms")
-			b.ReportMetric(percentile(all, 0.99), "p99-ms")
+			rate := driveAppends(b, n, shape.callers, shape.batch, func(i int) *piledgerv1.Event { return collectFace(refs[i]) })
 			b.ReportMetric(rate/raw, "x-raw-fsync")
 		})
 	}
+}
+
+// driveAppends appends b.N events, made by event(i), through n's ledger
+// from callers concurrent callers with batch events per Append call, and
+// reports events/s (which it returns) and the p50 and p99 latency of a call.
+func driveAppends(b *testing.B, n *node, callers, batch int, event func(i int) *piledgerv1.Event) float64 {
+	ctx := context.Background()
+	var next atomic.Int64
+	lat := make([][]time.Duration, callers)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for c := range callers {
+		wg.Go(func() {
+			for {
+				end := int(next.Add(int64(batch)))
+				if end-batch >= b.N {
+					return
+				}
+				evs := make([]*piledgerv1.Event, 0, batch)
+				for i := end - batch; i < min(end, b.N); i++ {
+					evs = append(evs, event(i))
+				}
+				t0 := time.Now()
+				if _, err := n.l.Append(ctx, evs); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[c] = append(lat[c], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	all := slices.Concat(lat...)
+	rate := float64(b.N) / elapsed.Seconds()
+	b.ReportMetric(rate, "events/s")
+	b.ReportMetric(percentile(all, 0.50), "p50-ms")
+	b.ReportMetric(percentile(all, 0.99), "p99-ms")
+	return rate
 }
 
 // BenchmarkRawJetStream publishes the envelope bytes of one sealed event,
@@ -171,42 +146,34 @@ func BenchmarkRawJetStream(b *testing.B) {
 	}
 }
 
-var (
-	rawOnce sync.Once
-	rawRate float64
-)
-
-// rawAsyncRate measures, once per run, raw async publishing of envelope
-// bytes with the default sync interval, in events/s.
-func rawAsyncRate(b *testing.B) float64 {
-	rawOnce.Do(func() {
-		payload := envelopeBytes(b)
-		js := rawServer(b, false)
-		const count = 200_000
-		start := time.Now()
-		publishAsync(b, js, payload, count)
-		rawRate = count / time.Since(start).Seconds()
-	})
-	return rawRate
+// rawRates caches raw JetStream publishing rates, measured once per run.
+var rawRates struct {
+	sync.Mutex
+	rate map[bool]float64 // by fsync before every acknowledgement
 }
 
-var (
-	rawSyncOnce sync.Once
-	rawSync     float64
-)
-
-// rawSyncRate measures, once per run, raw async publishing of envelope
-// bytes with fsync before every acknowledgement, in events/s.
-func rawSyncRate(b *testing.B) float64 {
-	rawSyncOnce.Do(func() {
-		payload := envelopeBytes(b)
-		js := rawServer(b, true)
-		const count = 20_000
-		start := time.Now()
-		publishAsync(b, js, payload, count)
-		rawSync = count / time.Since(start).Seconds()
-	})
-	return rawSync
+// rawPublishRate measures, once per run, raw async publishing of envelope
+// bytes, one message per event, with fsync before every acknowledgement or
+// with the default sync interval, in events/s.
+func rawPublishRate(b *testing.B, syncAlways bool) float64 {
+	rawRates.Lock()
+	defer rawRates.Unlock()
+	if r, ok := rawRates.rate[syncAlways]; ok {
+		return r
+	}
+	payload := envelopeBytes(b)
+	js := rawServer(b, syncAlways)
+	count := 200_000
+	if syncAlways {
+		count = 20_000
+	}
+	start := time.Now()
+	publishAsync(b, js, payload, count)
+	if rawRates.rate == nil {
+		rawRates.rate = make(map[bool]float64)
+	}
+	rawRates.rate[syncAlways] = float64(count) / time.Since(start).Seconds()
+	return rawRates.rate[syncAlways]
 }
 
 func publishAsync(b *testing.B, js jetstream.JetStream, payload []byte, count int) {
