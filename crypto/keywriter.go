@@ -40,7 +40,7 @@ type keyWriter struct {
 	js      jetstream.JetStream
 	stream  string
 	subject string
-	atomic  bool // the stream accepts atomic batches
+	atomic  atomic.Bool // the stream accepts atomic batches
 	queue   chan *keyWrite
 	stop    chan struct{}
 	done    chan struct{}
@@ -56,16 +56,16 @@ type keyWrite struct {
 	done chan struct{} // closed when seq or err is set
 }
 
-func newKeyWriter(js jetstream.JetStream, stream, subject string, atomic bool) *keyWriter {
+func newKeyWriter(js jetstream.JetStream, stream, subject string, atomicBatches bool) *keyWriter {
 	w := &keyWriter{
 		js:      js,
 		stream:  stream,
 		subject: subject,
-		atomic:  atomic,
 		queue:   make(chan *keyWrite),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	w.atomic.Store(atomicBatches)
 	go w.run()
 	return w
 }
@@ -131,7 +131,7 @@ func (w *keyWriter) commit(batch []*keyWrite) {
 			close(kw.done)
 		}
 	}()
-	if !w.atomic || len(batch) < minAtomicKeyBatch {
+	if !w.atomic.Load() || len(batch) < minAtomicKeyBatch || !w.commitAtomic(ctx, batch) {
 		for _, kw := range batch {
 			ack, err := w.js.Publish(ctx, w.subject, kw.data, jetstream.WithExpectStream(w.stream))
 			if err != nil {
@@ -140,13 +140,27 @@ func (w *keyWriter) commit(batch []*keyWrite) {
 			}
 			kw.seq = ack.Sequence
 		}
-		return
 	}
+}
+
+// atomicPublishDisabled is the server's error code for an atomic batch sent
+// to a stream that does not allow them.
+const atomicPublishDisabled = 10174
+
+// commitAtomic stores the batch as one atomic batch and settles it. It
+// returns false, settling nothing, when the stream no longer allows atomic
+// batches (its configuration was changed after the keyring opened): the
+// writer then stores keys one by one from now on.
+func (w *keyWriter) commitAtomic(ctx context.Context, batch []*keyWrite) bool {
 	msgs := make([]*nats.Msg, len(batch))
 	for i, kw := range batch {
 		msgs[i] = &nats.Msg{Subject: w.subject, Data: kw.data, Header: nats.Header{jetstream.ExpectedStreamHeader: []string{w.stream}}}
 	}
 	ack, err := jetstreamext.PublishMsgBatch(ctx, w.js, msgs)
+	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == atomicPublishDisabled {
+		w.atomic.Store(false)
+		return false
+	}
 	if err == nil {
 		w.batches.Add(1)
 	}
@@ -162,4 +176,5 @@ func (w *keyWriter) commit(batch []*keyWrite) {
 		// acknowledged sequence.
 		kw.seq = ack.Sequence - uint64(len(batch)-1-i)
 	}
+	return true
 }

@@ -18,7 +18,7 @@ func TestSealingKeysBatchesNewSubjects(t *testing.T) {
 	dir := t.TempDir()
 	kr := e.keyring(t, filepath.Join(dir, "idx1"))
 	ctx := t.Context()
-	if !kr.writer.atomic {
+	if !kr.writer.atomic.Load() {
 		t.Fatal("the key stream does not accept atomic batches")
 	}
 	known := kr.Pseudonym("known")
@@ -76,9 +76,36 @@ func TestKeyStreamGainsAtomicPublish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s.CachedInfo().Config.AllowAtomicPublish || !kr.writer.atomic {
+	if !s.CachedInfo().Config.AllowAtomicPublish || !kr.writer.atomic.Load() {
 		t.Errorf("after opening: stream allows atomic batches %v, keyring uses them %v; want both",
-			s.CachedInfo().Config.AllowAtomicPublish, kr.writer.atomic)
+			s.CachedInfo().Config.AllowAtomicPublish, kr.writer.atomic.Load())
+	}
+
+	// Atomic batches switched off behind the keyring's back: keys are
+	// stored one by one instead of failing.
+	cfg = s.CachedInfo().Config
+	cfg.AllowAtomicPublish = false
+	if _, err := e.js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	w := newKeyWriter(e.js, DefaultKeyStreamName, DefaultPrefix+".keys.test", true)
+	defer w.close()
+	before := e.keyMessages(t)
+	batch := make([]*keyWrite, minAtomicKeyBatch+4)
+	for i := range batch {
+		batch[i] = &keyWrite{data: fmt.Appendf(nil, "key %d", i), done: make(chan struct{})}
+	}
+	w.commit(batch)
+	for i, kw := range batch {
+		if kw.err != nil || kw.seq == 0 {
+			t.Errorf("write %d: sequence %d, error %v", i, kw.seq, kw.err)
+		}
+	}
+	if got := e.keyMessages(t) - before; got != uint64(len(batch)) {
+		t.Errorf("stored %d keys, want %d", got, len(batch))
+	}
+	if w.atomic.Load() {
+		t.Error("the writer still sends atomic batches to a stream that refuses them")
 	}
 }
 
