@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -106,8 +108,52 @@ func TestAppendIsIdempotent(t *testing.T) {
 	}
 	n = startNode(t, dir)
 	again(n.l)
-	if got := n.l.Size(); got != 4 {
-		t.Errorf("Size = %d, want 4 (one original and three fresh events)", got)
+
+	// An index written in the layout before 2026-11 (state keys under 'm')
+	// is rebuilt on open, and the retry is still recognised.
+	n.stop()
+	toOldIndexLayout(t, filepath.Join(dir, "index"))
+	n = startNode(t, dir)
+	again(n.l)
+	if got := n.l.Size(); got != 5 {
+		t.Errorf("Size = %d, want 5 (one original and four fresh events)", got)
+	}
+	n.stop()
+	db, err := pebble.Open(filepath.Join(dir, "index"), &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, k := range []string{"mapplied", "mnext", "mstream"} {
+		if _, closer, err := db.Get([]byte(k)); err == nil {
+			closer.Close()
+			t.Errorf("old-layout key %q survived the rebuild", k)
+		}
+	}
+}
+
+// toOldIndexLayout rewrites the event-id index in dir as the layout before
+// 2026-11 had it: the state keys under 'm' instead of 'a'.
+func toOldIndexLayout(t *testing.T, dir string) {
+	t.Helper()
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, name := range []string{"applied", "next", "stream"} {
+		v, closer, err := db.Get([]byte("a" + name))
+		if err != nil {
+			t.Fatalf("index key %q: %v", "a"+name, err)
+		}
+		v = slices.Clone(v)
+		closer.Close()
+		if err := db.Set([]byte("m"+name), v, pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Delete([]byte("a"+name), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
