@@ -211,6 +211,7 @@ func TestEmitErrors(t *testing.T) {
 		{"bad output", "", []string{"replay", "--output", "yaml"}},
 		{"unknown flag", "", []string{"emit", "--nope"}},
 		{"bad env value", "", []string{"serve", "--log-level", "loud"}},
+		{"no key cache", "", []string{"serve", "--key-cache", "0"}},
 	} {
 		t.Run(test.name, func(t *testing.T) {
 			if code, _, errOut := cli(t, env, test.stdin, test.args...); code != exitInvalid {

@@ -35,6 +35,8 @@ type serveConfig struct {
 	natsCreds string
 	natsUser  string
 	replicas  int
+	// keyCache is how many subjects' unwrapped keys stay in memory.
+	keyCache int
 	// natsPassword comes from the environment only: flag values show up in
 	// process listings and shell history.
 	natsPassword string
@@ -90,6 +92,9 @@ models from the log.`,
 			if err != nil {
 				return usageError(err)
 			}
+			if cfg.keyCache < 1 {
+				return usageError(fmt.Errorf("--key-cache %d: want at least 1", cfg.keyCache))
+			}
 			cfg.natsPassword = getenv("PILEDGER_NATS_PASSWORD")
 			return serve(cmd.Context(), cfg, logger)
 		},
@@ -102,13 +107,14 @@ models from the log.`,
 	f.StringVar(&cfg.natsCreds, "nats-creds", "", "NATS credentials file (.creds) for --nats-url")
 	f.StringVar(&cfg.natsUser, "nats-user", "", "NATS user name for --nats-url; the password is read from PILEDGER_NATS_PASSWORD")
 	f.IntVar(&cfg.replicas, "replicas", 1, "replicas of the log and key streams when piledger creates them (1, or 3 on a cluster)")
+	f.IntVar(&cfg.keyCache, "key-cache", crypto.DefaultKeyCacheSize, "subjects whose unwrapped keys stay in memory (about 1.5 KiB each): size it to the subjects active at once")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&cfg.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&cfg.logOrigin, "log-origin", tlog.DefaultOrigin, "the log's origin: first line of every signed checkpoint and name of the signing key (a name you control, e.g. ledger.example.org/piledger)")
 	f.DurationVar(&cfg.checkpointInterval, "checkpoint-interval", transparency.DefaultCheckpointInterval, "longest time between new events and a signed checkpoint covering them")
 	f.StringSliceVar(&cfg.ruleFiles, "rules", nil, "policy file applied over the default rule pack (repeatable, or comma-separated; applied in order)")
 	secFlags := addSecurityFlags(cmd, &cfg.sec)
-	withEnv(cmd, getenv, append([]string{"data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "nats-user", "replicas", "log-level", "log-format", "log-origin", "checkpoint-interval", "rules"}, secFlags...)...)
+	withEnv(cmd, getenv, append([]string{"data", "grpc-addr", "http-addr", "nats-url", "nats-creds", "nats-user", "replicas", "key-cache", "log-level", "log-format", "log-origin", "checkpoint-interval", "rules"}, secFlags...)...)
 	return cmd
 }
 
@@ -165,7 +171,7 @@ func serve(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error
 	if err != nil {
 		return err
 	}
-	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dataDir, "keyring"), Replicas: cfg.replicas})
+	keys, err := crypto.OpenKeyring(ctx, js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dataDir, "keyring"), Replicas: cfg.replicas, CacheSize: cfg.keyCache})
 	if err != nil {
 		return err
 	}
