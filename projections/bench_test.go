@@ -35,7 +35,9 @@ import (
 //	go test ./projections -run '^$' -bench . -benchtime 1x
 //
 // The size is set by PILEDGER_BENCH_SUBJECTS and PILEDGER_BENCH_EVENTS
-// (default 10,000 and 100,000); the full-size run is
+// (default 10,000 and 100,000), the rebuilding node's key cache by
+// PILEDGER_BENCH_KEY_CACHE (default crypto.DefaultKeyCacheSize); the
+// full-size run is
 //
 //	PILEDGER_BENCH_SUBJECTS=1000000 PILEDGER_BENCH_EVENTS=10000000 \
 //	  go test ./projections -run '^$' -bench . -benchtime 1x -timeout 6h
@@ -242,7 +244,10 @@ func benchProjector(b *testing.B, policy *rules.Policy) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		keys, err := crypto.OpenKeyring(ctx, f.s.js, kek, crypto.KeyringConfig{IndexDir: filepath.Join(dir, "keyring")})
+		keys, err := crypto.OpenKeyring(ctx, f.s.js, kek, crypto.KeyringConfig{
+			IndexDir:  filepath.Join(dir, "keyring"),
+			CacheSize: envInt("PILEDGER_BENCH_KEY_CACHE", crypto.DefaultKeyCacheSize),
+		})
 		if err != nil {
 			b.Fatal(err)
 		}
