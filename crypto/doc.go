@@ -19,6 +19,15 @@
 //     (pseudonym, generation) to key-stream sequences. No key bytes.
 //   - Memory: unwrapped keys in a bounded LRU per node.
 //
+// # Creating keys
+//
+// A subject's first key is created when its first event is sealed. New keys
+// are group-committed: while one write to the key stream is in flight the
+// next keys wait, then go out together as one JetStream atomic batch (one
+// fsync), still one message per key ([Keyring.SealingKeys] creates an
+// append's missing keys at once). When two nodes create a subject's key, the
+// first in stream order is the key on every node.
+//
 // # Crypto-shredding
 //
 // [Keyring.Destroy] publishes an erasure marker on <prefix>.keys.erased,
