@@ -152,9 +152,12 @@ const atomicPublishDisabled = 10174
 // batches (its configuration was changed after the keyring opened): the
 // writer then stores keys one by one from now on.
 func (w *keyWriter) commitAtomic(ctx context.Context, batch []*keyWrite) bool {
+	// The batch headers are stored with each key (about 50 bytes); the
+	// stream is checked on the acknowledgement instead of with one more
+	// stored header per key.
 	msgs := make([]*nats.Msg, len(batch))
 	for i, kw := range batch {
-		msgs[i] = &nats.Msg{Subject: w.subject, Data: kw.data, Header: nats.Header{jetstream.ExpectedStreamHeader: []string{w.stream}}}
+		msgs[i] = &nats.Msg{Subject: w.subject, Data: kw.data, Header: nats.Header{}}
 	}
 	ack, err := jetstreamext.PublishMsgBatch(ctx, w.js, msgs)
 	if apiErr := (*jetstream.APIError)(nil); errors.As(err, &apiErr) && apiErr.ErrorCode == atomicPublishDisabled {
