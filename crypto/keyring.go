@@ -337,19 +337,7 @@ func (k *Keyring) SealingKeys(ctx context.Context, pseudonyms []string) ([]Subje
 		}
 		missing[p] = append(missing[p], i)
 	}
-	switch len(missing) {
-	case 0:
-		return keys, nil
-	case 1:
-		for p, at := range missing {
-			sk, err := k.SealingKey(ctx, p)
-			if err != nil {
-				return nil, err
-			}
-			for _, i := range at {
-				keys[i] = sk
-			}
-		}
+	if len(missing) == 0 {
 		return keys, nil
 	}
 	g, gctx := errgroup.WithContext(ctx)
